@@ -1,0 +1,444 @@
+"""``audio_lalm``: likelihood scoring of audio prompts inside lm-eval, for any supported LALM.
+
+    lm_eval --model audio_lalm --model_args pretrained=Qwen/Qwen2-Audio-7B-Instruct,steer=layer_guided \
+        --tasks sakura_gender
+
+This is the one path that loads a model (analyses instantiate this class too).  Per-architecture
+details come from :mod:`interventions.specs`; interventions from :mod:`interventions.steering`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from tqdm import tqdm
+
+from interventions.config import STEER_KEYS, SteerConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
+
+REFERENCE_MODEL_DIR = Path(__file__).parent / "reference" / "model"
+
+MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
+              "trust_remote_code", "parallelize", "max_gen_toks", "max_length") + STEER_KEYS
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _dtype(name: Any, device: str):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(name, torch.dtype):
+        return name
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if str(name) not in table:
+        raise ValueError(f"dtype={name!r}; valid: auto, {', '.join(table)}")
+    return table[str(name)]
+
+
+def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "auto", device: str = "cpu",
+               attn_implementation: str | None = None, trust_remote_code: bool = False, parallelize: bool = False):
+    """Load (model, processor, spec) for any architecture with a spec: the one loading path."""
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
+
+    from interventions.specs import spec_for_config
+
+    config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
+    spec = spec_for_config(config)
+    cls = getattr(transformers, spec.model_class)
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
+                              "dtype": _dtype(dtype, device)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = (json.loads(attn_implementation) if str(attn_implementation).startswith("{")
+                                         else {spec.text_config: attn_implementation})
+    if parallelize:
+        kwargs["device_map"] = "auto"
+    model = cls.from_pretrained(pretrained, **kwargs)
+    if not parallelize:
+        model.to(device)
+    model.eval()
+    processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
+    tok = getattr(processor, "tokenizer", None)
+    if tok is not None:
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+    return model, processor, spec
+
+
+class AudioLALM(LM):
+    """lm-eval model for large audio-language models, scored by likelihood."""
+
+    MULTIMODAL = True
+
+    def __init__(self, pretrained: str | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(kwargs) - set(MODEL_ARGS))
+        if unknown:
+            raise ValueError(f"audio_lalm: unknown model argument(s) {unknown}; valid: {', '.join(MODEL_ARGS)}")
+        # Validate intervention arguments before anything expensive.
+        self.steer_cfg = SteerConfig.from_kwargs(kwargs)
+        import torch
+
+        from interventions.engine import Engine
+
+        self.pretrained = str(pretrained) if pretrained else str(REFERENCE_MODEL_DIR)
+        if not pretrained:
+            if not (REFERENCE_MODEL_DIR / "config.json").exists():
+                raise FileNotFoundError(f"no pretrained given and the embedded reference model is missing at "
+                                        f"{REFERENCE_MODEL_DIR}")
+            log.info("audio_lalm: no pretrained given, using the embedded reference model %s", REFERENCE_MODEL_DIR)
+        self.revision = kwargs.get("revision")
+        self.trust_remote_code = _bool(kwargs.get("trust_remote_code", False))
+
+        from accelerate import Accelerator, PartialState
+
+        state = PartialState()
+        self._rank, self._world_size = state.process_index, state.num_processes
+        self.accelerator = Accelerator() if self._world_size > 1 else None
+        device = kwargs.get("device")
+        if self._world_size > 1:
+            device = str(state.device)
+        elif not device:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._device = str(device)
+        bs = kwargs.get("batch_size", 1)
+        self.auto_batch = str(bs).startswith("auto")
+        self.max_batch_size = int(kwargs.get("max_batch_size") or 64)
+        self.batch_size_per_gpu = self.max_batch_size if self.auto_batch else int(bs)
+        self.max_gen_toks = int(kwargs.get("max_gen_toks", 256))
+
+        self.model, self.processor, self.spec = load_model(
+            self.pretrained, revision=self.revision, dtype=kwargs.get("dtype", "auto"), device=self._device,
+            attn_implementation=kwargs.get("attn_implementation"), trust_remote_code=self.trust_remote_code,
+            parallelize=_bool(kwargs.get("parallelize", False)))
+        self.engine = Engine(self.model, self.processor, self.spec)
+        self.tokenizer = self.engine.tokenizer
+        L, H = self.spec.num_layers(self.model), self.spec.num_heads(self.model)
+        self.steer_cfg.validate_against(L, H)
+        self._interventions: dict[str, Any] = {}
+        self._external_chat = False
+        self._audio_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._max_length = int(kwargs["max_length"]) if kwargs.get("max_length") else None
+        if self.steer_cfg.steer != "none":
+            from audio_tasks.calibration import resolve_static
+
+            static = resolve_static(self)  # explicit args or calibration=DIR: checked now, before any forward
+            if static is not None:
+                self._interventions["*"] = static
+
+    # ---- lm-eval plumbing -------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.pretrained).replace("/", "__")
+
+    @property
+    def max_length(self) -> int:
+        if self._max_length:
+            return self._max_length
+        cfg = self.spec.text_cfg(self.model)
+        return int(getattr(cfg, "max_position_embeddings", 2048))
+
+    def model_fingerprint(self) -> dict[str, Any]:
+        return {"pretrained": self.pretrained, "revision": self.revision, **self.steer_cfg.fingerprint()}
+
+    def set_cache_hook(self, cache_hook) -> None:
+        """Guard lm-eval's --use_cache: its key ignores model_args, so runs with other model or
+        intervention arguments would silently reuse each other's scores."""
+        super().set_cache_hook(cache_hook)
+        db = getattr(cache_hook, "dbdict", None)
+        if db is None:
+            return
+        key = "__audio_lalm_model_fingerprint__"
+        mine = json.dumps(self.model_fingerprint(), sort_keys=True, default=str)
+        theirs = db.get(key)
+        if theirs is None:
+            db[key] = mine
+        elif theirs != mine:
+            raise ValueError(
+                "audio_lalm: the --use_cache database was written by a run with different model arguments "
+                f"({theirs}) than this one ({mine}); lm-eval's cache key ignores model_args, so reusing it "
+                "would mix up scores. Use a separate --use_cache path per model/intervention configuration.")
+
+    def apply_chat_template(self, chat_history: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        """Render with the model's own chat template; audio goes first in the first user turn."""
+        self._external_chat = True
+        msgs, placed = [], False
+        for m in chat_history:
+            content: Any = m["content"]
+            if m["role"] == "user" and not placed:
+                content = [{"type": "audio", "audio_url": "audio_0"}] + ([{"type": "text", "text": content}]
+                                                                           if content else [])
+                placed = True
+            msgs.append({"role": m["role"], "content": content})
+        cont_final = not add_generation_prompt and msgs and msgs[-1]["role"] == "assistant"
+        if cont_final:
+            prefix = msgs.pop()["content"]
+            return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prefix
+        return self.processor.apply_chat_template(msgs, add_generation_prompt=add_generation_prompt, tokenize=False)
+
+    # ---- request parsing --------------------------------------------------------------------
+    def _clips(self, aux: dict[str, Any] | None, where: str) -> list[np.ndarray]:
+        from audio_tasks.audio import load_audio, warn_if_truncated
+
+        if not aux or not aux.get("audio"):
+            return []
+        items = aux["audio"]
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        out = []
+        window = self.spec.extra.get("audio_window_s", 30.0 if self.spec.name == "qwen2_audio" else None)
+        for it in items:
+            key = it if isinstance(it, str) else None
+            if key and key in self._audio_cache:
+                out.append(self._audio_cache[key])
+                continue
+            wav = load_audio(it, self.engine.sampling_rate, where=where)
+            warn_if_truncated(len(wav), self.engine.sampling_rate, window)
+            if window:
+                wav = wav[: int(window * self.engine.sampling_rate)]
+            if key:
+                self._audio_cache[key] = wav
+                while len(self._audio_cache) > 2048:
+                    self._audio_cache.popitem(last=False)
+            out.append(wav)
+        return out
+
+    def render(self, context: str, doc: Any, n_audio: int) -> str:
+        """The exact prompt string fed to the processor."""
+        if n_audio == 0 or self._external_chat:
+            return context
+        if isinstance(doc, dict) and "user_prompt" in doc and "assistant_prefix" in doc:
+            return self.engine.render_chat(doc["user_prompt"], assistant_prefix=doc["assistant_prefix"],
+                                           n_audio=n_audio)
+        return self.engine.render_chat(context, n_audio=n_audio)
+
+    def _split_continuation(self, prompt: str, continuation: str) -> list[int]:
+        """Continuation tokens as lm-eval's hf model splits them (trailing context spaces move
+        to the continuation; the boundary is taken from the tokenization of the whole string)."""
+        n_sp = len(prompt) - len(prompt.rstrip())
+        if n_sp:
+            continuation = prompt[-n_sp:] + continuation
+            prompt = prompt[:-n_sp]
+        whole = self.engine.encode_text(prompt + continuation)
+        ctx = self.engine.encode_text(prompt)
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            return whole[len(ctx):]
+        return self.engine.encode_text(continuation)
+
+    def _build_items(self, requests: list[Instance]):
+        from interventions.scoring import MCItem
+
+        groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
+        for idx, req in enumerate(requests):
+            args = req.args
+            context, continuation = args[0], args[1]
+            aux = args[2] if len(args) > 2 else None
+            audio_ref = json.dumps(aux.get("audio") if aux else None, default=lambda o: hashlib.md5(
+                np.asarray(o["array"] if isinstance(o, dict) else o).tobytes()).hexdigest() if not isinstance(o, str) else o)
+            key = (req.task_name, req.doc_id, context, audio_ref)
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
+            g["reqs"].append(idx)
+            g["conts"].append(continuation)
+        items = []
+        for key, g in groups.items():
+            req = g["req"]
+            where = f"task {req.task_name}, doc {req.doc_id}"
+            clips = self._clips(g["aux"], where)
+            prompt = self.render(g["context"], req.doc, len(clips))
+            if g["aux"] is not None:
+                g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
+            cont_ids = []
+            for c in g["conts"]:
+                # Split at the text level, before placeholders are expanded.
+                cont_ids.append(self._split_continuation(prompt, c))
+            base = prompt
+            n_sp = len(base) - len(base.rstrip())
+            if n_sp:
+                base = base[:-n_sp]
+            tok = self.engine.tokenize(base, clips)
+            items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,
+                                                "desc": where, "doc": req.doc, "prompt": base}))
+        return items
+
+    # ---- interventions ----------------------------------------------------------------------
+    def intervention_for(self, task_name: str | None):
+        if self.steer_cfg.steer == "none":
+            return None
+        if "*" in self._interventions:
+            return self._interventions["*"]
+        if task_name not in self._interventions:
+            from audio_tasks.calibration import auto_calibrate
+
+            self._interventions[task_name] = auto_calibrate(self, task_name)
+        return self._interventions[task_name]
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def _score_batches(self, items, intervention, desc: str):
+        import torch
+
+        from interventions.scoring import score_items
+
+        order = sorted(range(len(items)), key=lambda i: -int(items[i].tok.input_ids.shape[0]))
+        results: dict[int, Any] = {}
+        bs = self.batch_size_per_gpu
+        pos = 0
+        pbar = tqdm(total=len(items), desc=desc, disable=(self.rank != 0))
+        while pos < len(order):
+            chunk = order[pos: pos + bs]
+            try:
+                scores = score_items(self.engine, [items[i] for i in chunk], intervention)
+            except torch.OutOfMemoryError:
+                if bs == 1:
+                    raise
+                torch.cuda.empty_cache()
+                bs = max(1, bs // 2)
+                log.warning("audio_lalm: out of memory, batch size lowered to %d", bs)
+                continue
+            for i, s in zip(chunk, scores):
+                results[i] = s
+            pos += len(chunk)
+            pbar.update(len(chunk))
+        pbar.close()
+        if self.auto_batch:
+            self.batch_size_per_gpu = bs
+        return [results[i] for i in range(len(items))]
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        items = self._build_items(requests)
+        out: list[Any] = [None] * len(requests)
+        by_task: OrderedDict[str, list[int]] = OrderedDict()
+        for i, it in enumerate(items):
+            by_task.setdefault(it.meta["task"], []).append(i)
+        for task, idxs in by_task.items():
+            iv = self.intervention_for(task)
+            sub = [items[i] for i in idxs]
+            scores = self._score_batches(sub, iv, desc=f"audio_lalm {task}")
+            for it, s in zip(sub, scores):
+                for r, res in zip(it.meta["reqs"], s.as_results()):
+                    out[r] = res
+                    self.cache_hook.add_partial("loglikelihood", requests[r].args[:2], res)
+        return out
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        import torch
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        out = []
+        prefix = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id
+        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm rolling"):
+            text = req.args[0]
+            ids = self.engine.encode_text(text)
+            total = 0.0
+            for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=ids, prefix_token=prefix, max_seq_len=self.max_length, context_len=1)):
+                seq = torch.tensor([ctx + pred], device=self.engine.device)
+                emb = self.spec.embed_module(self.model)(seq)
+                with torch.no_grad():
+                    h = self.spec.decoder_module(self.model)(inputs_embeds=emb, return_dict=True).last_hidden_state
+                    lp = torch.log_softmax(self.engine.unembed(h[0, -len(pred) - 1:-1] if len(ctx) else h[0]), -1)
+                tgt = torch.tensor(pred, device=lp.device)
+                total += float(lp[torch.arange(len(pred)), tgt].sum())
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
+        return out
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Greedy generation with audio (KV cache); stops at any ``until`` string or EOS."""
+        import torch
+
+        from interventions.scoring import last_positions
+
+        out = []
+        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate"):
+            context, gen_kwargs = req.args[0], dict(req.args[1] or {})
+            aux = req.args[2] if len(req.args) > 2 else None
+            clips = self._clips(aux, f"task {req.task_name}, doc {req.doc_id}")
+            prompt = self.render(context, req.doc, len(clips))
+            if aux is not None:
+                aux["rendered_prompt"] = prompt
+            until = gen_kwargs.get("until") or []
+            if isinstance(until, str):
+                until = [until]
+            max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
+            tok = self.engine.tokenize(prompt, clips)
+            prep = self.engine.prepare([tok])
+            iv = self.intervention_for(req.task_name)
+            with torch.no_grad():
+                if iv is not None:
+                    with iv.applied(self.engine, prep, [tok], last_positions(prep)):
+                        o = self.engine.run(prep, use_cache=True)
+                else:
+                    o = self.engine.run(prep, use_cache=True)
+                cache, new_ids, text = o.past_key_values, [], ""
+                nxt = int(self.engine.unembed(o.last_hidden_state[:, -1]).argmax(-1))
+                length = prep.lengths[0]
+                for step in range(max_new):
+                    if nxt == self.tokenizer.eos_token_id:
+                        break
+                    new_ids.append(nxt)
+                    text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+                    if any(u in text for u in until):
+                        break
+                    ids = torch.tensor([[nxt]], device=self.engine.device)
+                    emb = self.spec.embed_module(self.model)(ids)
+                    mask = torch.ones((1, length + step + 1), dtype=torch.long, device=self.engine.device)
+                    pos = torch.tensor([[length + step]], device=self.engine.device)
+                    if self.spec.position_id_rows > 1:
+                        pos = pos.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
+                    o = self.engine.run(prep, inputs_embeds=emb, attention_mask=mask, position_ids=pos,
+                                        past_key_values=cache, use_cache=True)
+                    cache = o.past_key_values
+                    nxt = int(self.engine.unembed(o.last_hidden_state[:, -1]).argmax(-1))
+            for u in until:
+                if u in text:
+                    text = text.split(u)[0]
+            out.append(text)
+            self.cache_hook.add_partial("generate_until", req.args[:2], text)
+        return out
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "AudioLALM":
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string) if isinstance(arg_string, str) else dict(arg_string or {})
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**args, **extra)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "AudioLALM":
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**arg_dict, **extra)

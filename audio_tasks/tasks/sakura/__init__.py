@@ -1,0 +1,1 @@
+"""Task YAMLs (packaged as data)."""

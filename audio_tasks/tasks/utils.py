@@ -1,0 +1,88 @@
+"""Functions referenced by the task YAMLs (``!function utils.<name>``).
+
+The YAML folders hold a one-line ``utils.py`` that re-exports this module, because lm-eval resolves
+``utils.<name>`` next to the YAML file.
+
+Scoring (``output_type: multiple_choice``; ``results`` holds one ``(ll, is_greedy)`` per choice, where ``ll``
+is the summed log-probability of the continuation, possibly an ``audio_tasks.scoring.LogLik`` with
+``first_token_logprob``):
+
+* ``acc``: argmax of the summed log-probs is the gold choice;
+* ``acc_first_token``: argmax of ``getattr(ll, "first_token_logprob", float(ll))`` is gold (AudioLens'
+  criterion: the label with the highest next-token probability at the last prompt position);
+* ``acc_label_<label>`` (SAKURA): ``acc`` on the documents of that label only (``None`` elsewhere, skipped by
+  :func:`mean_skip_none`);
+* ``balanced_acc`` (SAKURA): mean over gold labels of the per-label recall; each document contributes
+  ``(gold label, predicted label)`` (for lettered tasks the predicted label is the gold label when the chosen
+  option is the right one, else the chosen option's text);
+* ``acc_difficulty_<easy|medium|hard>`` (MMAU): ``acc`` on the items of that difficulty only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from audio_tasks.data.mmau import DIFFICULTIES, load_mmau  # noqa: F401  (used by the YAMLs)
+from audio_tasks.data.sakura import load_sakura  # noqa: F401  (used by the YAMLs)
+
+
+def sakura_dataset(sakura_track: str, sakura_prompt: str = "p3", **metadata):
+    """``custom_dataset`` of the SAKURA YAMLs (``dataset_kwargs``: sakura_track, sakura_prompt)."""
+    return load_sakura(sakura_track, sakura_prompt, **metadata)
+
+
+def mmau_dataset(mmau_task: str | None = None, **metadata):
+    """``custom_dataset`` of the MMAU YAMLs (``dataset_kwargs``: mmau_task)."""
+    return load_mmau(mmau_task, **metadata)
+
+
+def doc_to_audio(doc: dict) -> list:
+    return [doc["audio"]]
+
+
+def _predictions(results) -> tuple[int, int]:
+    lls = [float(ll) for ll, _ in results]
+    first = [float(getattr(ll, "first_token_logprob", float(ll))) for ll, _ in results]
+    return int(np.argmax(lls)), int(np.argmax(first))
+
+
+def process_results(doc: dict, results) -> dict:
+    """SAKURA metrics for one document (see module docstring)."""
+    pred, pred_first = _predictions(results)
+    gold = int(doc["gold"])
+    acc = float(pred == gold)
+    out = {"acc": acc, "acc_first_token": float(pred_first == gold)}
+    for label in doc["label_set"]:
+        out[f"acc_label_{label}"] = acc if doc["label"] == label else None
+    predicted = doc["label"] if pred == gold else doc["options"][pred]
+    out["balanced_acc"] = (doc["label"], predicted)
+    return out
+
+
+def process_results_mmau(doc: dict, results) -> dict:
+    """MMAU metrics for one document (see module docstring)."""
+    pred, pred_first = _predictions(results)
+    gold = int(doc["gold"])
+    acc = float(pred == gold)
+    out = {"acc": acc, "acc_first_token": float(pred_first == gold)}
+    for level in DIFFICULTIES:
+        out[f"acc_difficulty_{level}"] = acc if doc["difficulty"] == level else None
+    return out
+
+
+def mean_skip_none(items) -> float:
+    """Mean of the non-``None`` items (NaN when there are none)."""
+    values = [float(x) for x in items if x is not None]
+    return sum(values) / len(values) if values else math.nan
+
+
+def balanced_accuracy(items) -> float:
+    """Mean over gold labels of recall = fraction of that label's documents predicted as that label."""
+    per_label: dict[str, list[bool]] = {}
+    for gold, pred in items:
+        per_label.setdefault(str(gold), []).append(str(pred) == str(gold))
+    if not per_label:
+        return math.nan
+    return sum(sum(v) / len(v) for v in per_label.values()) / len(per_label)

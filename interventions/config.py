@@ -1,0 +1,188 @@
+"""Parsing and validation of the intervention arguments given in ``--model_args``.
+
+    steer=none|enrich|layer_guided|single_layer|head
+    alpha=FLOAT (lam=FLOAT is an alias, AudioLens' name for enrich)     strength
+    source_layer=INT  gap=INT (default 5)                                 enrich
+    K=INT (default 20)                                                   specialist heads
+    layers=[10,12] | 10;12        heads=[[10,3],[12,1]] | 10:3;12:1      explicit overrides
+    calibration=DIR                                                       calibration artifact
+    control=random  seed=INT                                              random control
+    alphas=0;0.5;1;2                                                      strength grid for calibration
+
+Everything is validated here, before any model is loaded or any forward pass runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SteerConfig", "STEER_KINDS", "parse_int_list", "parse_heads"]
+
+STEER_KINDS = ("none", "enrich", "layer_guided", "single_layer", "head")
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+STEER_KEYS = ("steer", "alpha", "lam", "source_layer", "gap", "K", "k", "layers", "heads", "calibration",
+              "control", "seed", "alphas", "calibration_split")
+
+
+def _literal(v: Any) -> Any:
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith(("[", "(")):
+            try:
+                return ast.literal_eval(s)
+            except (ValueError, SyntaxError):
+                raise ValueError(f"cannot parse {v!r}") from None
+    return v
+
+
+def parse_int_list(v: Any, name: str) -> list[int]:
+    v = _literal(v)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v]
+    if isinstance(v, str):
+        v = [p for p in re.split(r"[;\s|]+", v.strip()) if p]
+    try:
+        out = [int(x) for x in v]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a list of integers like [10,12] or 10;12, got {v!r}") from None
+    return out
+
+
+def parse_float_list(v: Any, name: str) -> list[float]:
+    v = _literal(v)
+    if isinstance(v, (int, float)):
+        v = [v]
+    if isinstance(v, str):
+        v = [p for p in re.split(r"[;\s|]+", v.strip()) if p]
+    out = [float(x) for x in v]
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{name}: strengths must be finite, got {v!r}")
+    return out
+
+
+def parse_heads(v: Any) -> list[tuple[int, int]]:
+    v = _literal(v)
+    if isinstance(v, str):
+        pairs = []
+        for p in re.split(r"[;\s|]+", v.strip()):
+            if not p:
+                continue
+            m = re.fullmatch(r"(\d+)[:.](\d+)", p)
+            if not m:
+                raise ValueError(f"heads: expected LAYER:HEAD pairs like 10:3;12:1 or [[10,3],[12,1]], got {p!r}")
+            pairs.append((int(m.group(1)), int(m.group(2))))
+        return pairs
+    try:
+        return [(int(a), int(b)) for a, b in v]
+    except (TypeError, ValueError):
+        raise ValueError(f"heads: expected pairs like [[10,3],[12,1]], got {v!r}") from None
+
+
+def _finite(v: Any, name: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return f
+
+
+@dataclass
+class SteerConfig:
+    steer: str = "none"
+    alpha: float | None = None
+    source_layer: int | None = None
+    gap: int = 5
+    K: int = 20
+    layers: list[int] | None = None
+    heads: list[tuple[int, int]] | None = None
+    calibration: str | None = None
+    control: str | None = None
+    seed: int = 0
+    alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
+
+    @classmethod
+    def from_kwargs(cls, kw: dict[str, Any]) -> "SteerConfig":
+        steer = str(kw.get("steer", "none") or "none").strip().lower()
+        if steer not in STEER_KINDS:
+            raise ValueError(f"steer={steer!r} is not a known intervention; valid: {', '.join(STEER_KINDS)}")
+        c = cls(steer=steer)
+        if "alpha" in kw and "lam" in kw:
+            raise ValueError("give either alpha or lam (an alias), not both")
+        a = kw.get("alpha", kw.get("lam"))
+        if a is not None:
+            c.alpha = _finite(a, "alpha" if "alpha" in kw else "lam")
+        if kw.get("source_layer") is not None:
+            c.source_layer = int(kw["source_layer"])
+        if kw.get("gap") is not None:
+            c.gap = int(kw["gap"])
+            if c.gap < 0:
+                raise ValueError(f"gap must be >= 0, got {c.gap}")
+        k = kw.get("K", kw.get("k"))
+        if k is not None:
+            c.K = int(k)
+            if c.K < 1:
+                raise ValueError(f"K must be >= 1, got {c.K}")
+        if kw.get("layers") is not None:
+            c.layers = parse_int_list(kw["layers"], "layers")
+        if kw.get("heads") is not None:
+            c.heads = parse_heads(kw["heads"])
+        if kw.get("calibration"):
+            c.calibration = str(kw["calibration"])
+        if kw.get("control"):
+            c.control = str(kw["control"]).strip().lower()
+            if c.control not in ("random", "none"):
+                raise ValueError(f"control={c.control!r}; valid: random, none")
+            if c.control == "none":
+                c.control = None
+        if kw.get("seed") is not None:
+            c.seed = int(kw["seed"])
+        if kw.get("alphas") is not None:
+            c.alphas = parse_float_list(kw["alphas"], "alphas")
+        if c.steer == "none" and any(kw.get(x) is not None for x in ("alpha", "lam", "layers", "heads", "control")):
+            raise ValueError("intervention parameters given but steer=none; set steer="
+                             + "|".join(STEER_KINDS[1:]))
+        return c
+
+    def validate_against(self, num_layers: int, num_heads: int) -> None:
+        """Range checks once the model's layer/head counts are known (before any forward)."""
+        L, H = num_layers, num_heads
+        if self.layers is not None:
+            bad = [l for l in self.layers if not 1 <= l <= L]
+            if bad:
+                raise ValueError(f"layers {bad} out of range: valid layers are 1..{L}")
+        if self.heads is not None:
+            bad = [h for h in self.heads if not (1 <= h[0] <= L and 0 <= h[1] < H)]
+            if bad:
+                raise ValueError(f"heads {bad} out of range: valid heads are (1..{L}, 0..{H - 1})")
+        if self.source_layer is not None:
+            if not 1 <= self.source_layer <= L - self.gap:
+                raise ValueError(f"source_layer {self.source_layer} out of range: with gap {self.gap} "
+                                 f"it must be in 1..{L - self.gap}")
+        if self.steer == "enrich" and self.gap > L - 1:
+            raise ValueError(f"gap {self.gap} too large for a model with {L} layers")
+        if self.steer in ("layer_guided", "head") and self.heads is None and self.K > L * H:
+            raise ValueError(f"K={self.K} exceeds the number of heads ({L * H})")
+
+    @property
+    def explicit(self) -> bool:
+        """True when the arguments alone fix the intervention (no calibration artifact needed)."""
+        if self.steer == "none":
+            return True
+        if self.alpha is None:
+            return False
+        selection = {
+            "enrich": self.source_layer is not None or self.control == "random",
+            "layer_guided": self.heads is not None or self.layers is not None or self.control == "random",
+            "head": self.heads is not None or self.control == "random",
+            "single_layer": self.layers is not None and len(self.layers) == 1,
+        }
+        return selection[self.steer]
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}

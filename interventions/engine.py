@@ -1,0 +1,279 @@
+"""The model-agnostic forward engine shared by scoring, interventions and analyses.
+
+It drives any architecture described by an :class:`~interventions.specs.ArchSpec`:
+
+* audio clips are encoded once each (content-hash cache) and matched-duration silence once per
+  clip length, then scattered into the audio placeholder positions of the token embeddings;
+* prompts are left-padded with explicit position ids, so padding never changes a score;
+* the text decoder runs on ``inputs_embeds``; the unembedding is applied only at the positions
+  asked for (Qwen2-Audio ignores ``logits_to_keep``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .specs import ArchSpec
+
+__all__ = ["Engine", "Prepared", "clip_key"]
+
+
+def clip_key(wave: np.ndarray) -> str:
+    a = np.ascontiguousarray(wave, dtype=np.float32)
+    return hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest() + f":{a.shape[0]}"
+
+
+@dataclass
+class Prepared:
+    """A left-padded batch ready for the decoder."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T) 1 = real token
+    position_ids: torch.Tensor  # (B, T) or (rows, B, T)
+    inputs_embeds: torch.Tensor  # (B, T, d)
+    audio_mask: torch.Tensor  # (B, T) bool
+    lengths: list[int]  # unpadded lengths
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def pad(self, b: int) -> int:
+        return self.seq_len - self.lengths[b]
+
+
+@dataclass
+class Tokenized:
+    """One prompt tokenized with its audio placeholders expanded (no padding)."""
+
+    input_ids: torch.Tensor  # (T,)
+    clips: list[np.ndarray]  # audio clips in order of appearance
+    features: dict[str, torch.Tensor]  # processor audio features for these clips (batch dim = clips)
+
+
+class Engine:
+    """Wraps (model, processor, spec): tokenization with audio, cached audio encoding, decoder runs."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any, spec: ArchSpec, *, cache_clips: int = 4096):
+        self.model = model
+        self.processor = processor
+        self.spec = spec
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        fe = getattr(processor, "feature_extractor", None)
+        self.sampling_rate = int(getattr(fe, "sampling_rate", 16000))
+        self._audio_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_clips
+        self.encoder_calls = 0  # number of clips actually run through the audio encoder
+        self.decoder_calls = 0  # number of decoder forward passes (batches)
+
+    # ---- properties --------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.spec.embed_module(self.model).weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.spec.embed_module(self.model).weight.dtype
+
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers(self.model)
+
+    @property
+    def audio_token_id(self) -> int:
+        return self.spec.audio_token_id(self.model)
+
+    # ---- tokenization --------------------------------------------------------------------
+    def tokenize(self, prompt: str, clips: Sequence[np.ndarray]) -> Tokenized:
+        """Run the processor on one rendered prompt and its clips (placeholders get expanded)."""
+        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        if clips:
+            kwargs["audio"] = [np.asarray(c, dtype=np.float32) for c in clips]
+            kwargs["sampling_rate"] = self.sampling_rate
+        out = self.processor(**kwargs)
+        feats = {k: out[k] for k in self.spec.processor_feature_keys if k in out}
+        ids = out["input_ids"][0]
+        if clips:
+            n = int((ids == self.audio_token_id).sum())
+            if n == 0:
+                raise ValueError("the rendered prompt has no audio placeholder but audio was given")
+        return Tokenized(ids, list(clips), feats)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ---- audio encoding ------------------------------------------------------------------
+    def _clip_token_counts(self, tok: Tokenized) -> list[int]:
+        """Audio placeholder count per clip of a tokenized prompt (contiguous runs)."""
+        is_audio = (tok.input_ids == self.audio_token_id).tolist()
+        runs, cur = [], 0
+        for a in is_audio + [False]:
+            if a:
+                cur += 1
+            elif cur:
+                runs.append(cur)
+                cur = 0
+        if len(runs) != len(tok.clips):
+            # One run per clip is the common layout; fall back to an even split.
+            total = sum(runs)
+            runs = [total // len(tok.clips)] * len(tok.clips)
+        return runs
+
+    @torch.no_grad()
+    def audio_embeddings(self, toks: Sequence[Tokenized], *, silence: bool = False) -> list[list[torch.Tensor]]:
+        """Per prompt, per clip: the embeddings that fill its audio positions.
+
+        Each distinct clip is encoded once (cached by content hash).  With ``silence=True`` the
+        clip is replaced by zeros of the same duration (same audio-token count), cached per length.
+        """
+        todo: list[tuple[str, int, int]] = []  # (key, prompt index, clip index)
+        for i, t in enumerate(toks):
+            for j, c in enumerate(t.clips):
+                key = f"silence:{len(c)}" if silence else clip_key(c)
+                if key not in self._audio_cache:
+                    todo.append((key, i, j))
+        seen: set[str] = set()
+        batch_feats: list[dict[str, torch.Tensor]] = []
+        batch_keys: list[str] = []
+        batch_counts: list[int] = []
+        for key, i, j in todo:
+            if key in seen:
+                continue
+            seen.add(key)
+            t = toks[i]
+            if silence:
+                t = self.tokenize_features_only(np.zeros_like(t.clips[j]))
+                feats = t.features
+                count = self._clip_token_counts(t)[0]
+            else:
+                feats = {k: v[j : j + 1] for k, v in t.features.items()}
+                count = self._clip_token_counts(t)[j]
+            batch_feats.append(feats)
+            batch_keys.append(key)
+            batch_counts.append(count)
+        if batch_feats:
+            keys = batch_feats[0].keys()
+            merged = {k: torch.cat([f[k] for f in batch_feats], 0) for k in keys}
+            merged["_tokens_per_clip"] = torch.tensor(batch_counts)
+            dev = self.device
+            merged = {k: (v.to(dev) if k != "_tokens_per_clip" else v) for k, v in merged.items()}
+            embs = self.spec.encode_audio(self.model, merged)
+            self.encoder_calls += len(batch_feats)
+            for key, e, cnt in zip(batch_keys, embs, batch_counts):
+                if e.shape[0] != cnt:
+                    raise RuntimeError(f"audio encoder gave {e.shape[0]} embeddings for {cnt} placeholders")
+                self._audio_cache[key] = e.detach()
+                while len(self._audio_cache) > self._cache_size:
+                    self._audio_cache.popitem(last=False)
+        result = []
+        for t in toks:
+            per = []
+            for c in t.clips:
+                key = f"silence:{len(c)}" if silence else clip_key(c)
+                self._audio_cache.move_to_end(key)
+                per.append(self._audio_cache[key])
+            result.append(per)
+        return result
+
+    def tokenize_features_only(self, clip: np.ndarray) -> Tokenized:
+        """Processor features and placeholder count for one clip on its own (a minimal prompt)."""
+        placeholder = self.spec.extra.get("audio_prompt")
+        if placeholder is None:
+            placeholder = self.render_chat("", add_generation_prompt=False, n_audio=1)
+        return self.tokenize(placeholder, [clip])
+
+    # ---- chat rendering ------------------------------------------------------------------
+    def render_chat(self, user_text: str, *, assistant_prefix: str | None = None, n_audio: int = 1,
+                    add_generation_prompt: bool = True) -> str:
+        """Render USER(audio..., text) [+ opened ASSISTANT turn + prefix] with the model's template."""
+        content: list[dict[str, Any]] = [{"type": "audio", "audio_url": f"audio_{i}"} for i in range(n_audio)]
+        if user_text:
+            content.append({"type": "text", "text": user_text})
+        msgs = [{"role": "user", "content": content}]
+        text = self.processor.apply_chat_template(msgs, add_generation_prompt=add_generation_prompt, tokenize=False)
+        if assistant_prefix:
+            text = text + assistant_prefix
+        return text
+
+    # ---- batching ------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, toks: Sequence[Tokenized], *, silence: bool | Sequence[bool] = False) -> Prepared:
+        """Left-pad, embed, scatter audio embeddings, build explicit position ids."""
+        sil = [silence] * len(toks) if isinstance(silence, bool) else list(silence)
+        lengths = [int(t.input_ids.shape[0]) for t in toks]
+        T = max(lengths)
+        B = len(toks)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((B, T), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        for b, t in enumerate(toks):
+            ids[b, T - lengths[b]:] = t.input_ids
+            mask[b, T - lengths[b]:] = 1
+        dev = self.device
+        ids = ids.to(dev)
+        mask = mask.to(dev)
+        emb = self.spec.embed_module(self.model)(ids)
+        audio_mask = (ids == self.audio_token_id) & mask.bool()
+        groups = {False: [i for i in range(B) if not sil[i]], True: [i for i in range(B) if sil[i]]}
+        for s, idx in groups.items():
+            if not idx:
+                continue
+            embs = self.audio_embeddings([toks[i] for i in idx], silence=s)
+            for i, per in zip(idx, embs):
+                if not per:
+                    continue
+                flat = torch.cat(per, 0).to(emb.dtype)
+                pos = audio_mask[i].nonzero().squeeze(-1)
+                if pos.numel() != flat.shape[0]:
+                    raise RuntimeError(f"{pos.numel()} audio positions but {flat.shape[0]} audio embeddings")
+                emb[i, pos] = flat
+        pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self.spec.position_id_rows > 1:
+            pos_ids = pos_ids.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
+        return Prepared(ids, mask, pos_ids, emb, audio_mask, lengths)
+
+    # ---- decoder -------------------------------------------------------------------------
+    def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,
+            output_hidden_states: bool = False, output_attentions: bool = False,
+            inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+            position_ids: torch.Tensor | None = None) -> Any:
+        """Run the text decoder; returns transformers' BaseModelOutputWithPast."""
+        dec = self.spec.decoder_module(self.model)
+        self.decoder_calls += 1
+        return dec(
+            inputs_embeds=prep.inputs_embeds if inputs_embeds is None else inputs_embeds,
+            attention_mask=prep.attention_mask if attention_mask is None else attention_mask,
+            position_ids=prep.position_ids if position_ids is None else position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+
+    def unembed(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from *normed* final states (float32)."""
+        return self.spec.unembed_module(self.model)(h).float()
+
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.spec.norm_module(self.model)(h)
+
+    def lens_logits(self, hidden_states: Sequence[torch.Tensor], layer: int, index: Any) -> torch.Tensor:
+        """Logit lens of layer ``layer`` (0..L) from transformers' ``hidden_states`` tuple.
+
+        The final norm is applied exactly once: the last entry is already normed in transformers 5.
+        """
+        h = hidden_states[layer][index]
+        if not (layer == len(hidden_states) - 1 and self.spec.last_hidden_state_normed):
+            h = self.final_norm(h)
+        return self.unembed(h)

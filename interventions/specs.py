@@ -1,0 +1,200 @@
+"""Architecture specs: one small declarative record per LALM architecture.
+
+Everything that hooks into a model (scoring, interventions, analyses) reads these records and
+never hard-codes module paths.  In the spirit of pyvene's per-architecture mappings, a spec names
+
+* the class that loads the checkpoint,
+* where the text decoder lives, and inside it the decoder layers, the final norm and the token
+  embedding; where the unembedding (LM head) lives,
+* the attention module of a layer and its output projection, the head count and head size
+  (read from the text config),
+* how audio positions are found (the audio placeholder token id, read from the config),
+* how audio is turned into the embeddings that fill those positions (``encode_audio``),
+* whether transformers returns the last ``hidden_states`` entry already normed (it does in 5.x),
+* how many rows the rotary position ids have (3 for M-RoPE models).
+
+Adding an architecture = one ``ArchSpec`` here + one tiny-model test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["ArchSpec", "SPECS", "register_spec", "spec_for_config", "get_module"]
+
+
+def get_module(root: torch.nn.Module, path: str) -> Any:
+    """Resolve a dotted attribute path ("model.language_model.layers") from ``root``."""
+    obj: Any = root
+    for part in path.split("."):
+        if part:
+            obj = getattr(obj, part)
+    return obj
+
+
+def _first_attr(cfg: Any, names: tuple[str, ...]) -> Any:
+    for n in names:
+        v = getattr(cfg, n, None)
+        if v is not None:
+            return v
+    raise AttributeError(f"none of {names} found on {type(cfg).__name__}")
+
+
+AudioEncoder = Callable[[torch.nn.Module, dict[str, torch.Tensor]], list[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where things are in one LALM architecture (paths are relative to the loaded model)."""
+
+    name: str
+    model_types: tuple[str, ...]
+    model_class: str  # transformers class name used by from_pretrained
+    decoder: str  # text decoder (has embed_tokens, layers, norm)
+    unembed: str = "lm_head"
+    layers: str = "layers"
+    norm: str = "norm"
+    embed: str = "embed_tokens"
+    attn: str = "self_attn"
+    o_proj: str = "o_proj"
+    text_config: str = "text_config"
+    audio_token_attrs: tuple[str, ...] = ("audio_token_id", "audio_token_index")
+    last_hidden_state_normed: bool = True
+    position_id_rows: int = 1  # 3 for M-RoPE (the three rows are equal for audio+text inputs)
+    processor_feature_keys: tuple[str, ...] = ("input_features", "feature_attention_mask")
+    encode_audio: AudioEncoder | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---- derived accessors -------------------------------------------------------------
+    def text_cfg(self, model: torch.nn.Module) -> Any:
+        return getattr(model.config, self.text_config)
+
+    def decoder_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return get_module(model, self.decoder)
+
+    def layer_modules(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        return list(get_module(self.decoder_module(model), self.layers))
+
+    def norm_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return get_module(self.decoder_module(model), self.norm)
+
+    def embed_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return get_module(self.decoder_module(model), self.embed)
+
+    def unembed_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return get_module(model, self.unembed)
+
+    def attn_module(self, model: torch.nn.Module, layer: int) -> torch.nn.Module:
+        """Attention module of decoder block ``layer`` (1-based, see docs/CONTRACTS.md)."""
+        return get_module(self.layer_modules(model)[layer - 1], self.attn)
+
+    def o_proj_module(self, model: torch.nn.Module, layer: int) -> torch.nn.Linear:
+        return get_module(self.attn_module(model, layer), self.o_proj)
+
+    def num_layers(self, model: torch.nn.Module) -> int:
+        return int(self.text_cfg(model).num_hidden_layers)
+
+    def num_heads(self, model: torch.nn.Module) -> int:
+        return int(self.text_cfg(model).num_attention_heads)
+
+    def head_dim(self, model: torch.nn.Module) -> int:
+        cfg = self.text_cfg(model)
+        hd = getattr(cfg, "head_dim", None)
+        return int(hd) if hd else int(cfg.hidden_size) // int(cfg.num_attention_heads)
+
+    def hidden_size(self, model: torch.nn.Module) -> int:
+        return int(self.text_cfg(model).hidden_size)
+
+    def audio_token_id(self, model: torch.nn.Module) -> int:
+        return int(_first_attr(model.config, self.audio_token_attrs))
+
+
+# ---- audio encoders (how audio features become placeholder embeddings) -----------------
+
+
+def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Qwen2-Audio: Whisper-style tower over the (always 30 s) mel window, projector, then
+    the first ``audio_output_lengths[i]`` rows of clip i (what the processor expanded)."""
+    inner = model.model
+    tower = inner.audio_tower
+    x = feats["input_features"].to(tower.device, tower.dtype)
+    fmask = feats["feature_attention_mask"].to(tower.device)
+    _, out_len = tower._get_feat_extract_output_lengths(fmask.sum(-1))
+    # Attention mask of the encoder over its (conv-downsampled) frames.
+    max_len = (x.shape[-1] - 2) // 2 + 1
+    feat_len = (fmask.sum(-1) - 1) // 2 + 1
+    keep = torch.arange(max_len, device=x.device)[None, :] < feat_len[:, None]
+    from transformers.masking_utils import create_bidirectional_mask
+
+    dummy = torch.zeros((x.shape[0], max_len, 1), dtype=tower.dtype, device=x.device)
+    amask = create_bidirectional_mask(config=tower.config, inputs_embeds=dummy, attention_mask=keep.long())
+    hidden = tower(x, attention_mask=amask).last_hidden_state
+    proj = inner.multi_modal_projector(hidden)
+    return [proj[i, : int(out_len[i])] for i in range(proj.shape[0])]
+
+
+def _encode_pooled(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Models exposing ``get_audio_features(input_features, ...)`` whose pooler_output is the
+    flat sequence of audio embeddings; split per clip using the processor's token counts."""
+    kwargs = {k: v for k, v in feats.items() if k not in ("input_features", "_tokens_per_clip")}
+    out = model.get_audio_features(feats["input_features"], **kwargs)
+    emb = out.pooler_output if hasattr(out, "pooler_output") else out
+    if isinstance(emb, (list, tuple)):
+        emb = torch.cat(list(emb), 0)
+    counts = feats["_tokens_per_clip"].tolist()
+    return list(torch.split(emb, counts, dim=0))
+
+
+SPECS: dict[str, ArchSpec] = {}
+
+
+def register_spec(spec: ArchSpec) -> ArchSpec:
+    SPECS[spec.name] = spec
+    return spec
+
+
+QWEN2_AUDIO = register_spec(
+    ArchSpec(
+        name="qwen2_audio",
+        model_types=("qwen2_audio",),
+        model_class="Qwen2AudioForConditionalGeneration",
+        decoder="model.language_model",
+        encode_audio=_encode_qwen2_audio,
+    )
+)
+
+VOXTRAL = register_spec(
+    ArchSpec(
+        name="voxtral",
+        model_types=("voxtral",),
+        model_class="VoxtralForConditionalGeneration",
+        decoder="model.language_model",
+        processor_feature_keys=("input_features",),
+        encode_audio=_encode_pooled,
+    )
+)
+
+QWEN2_5_OMNI = register_spec(
+    ArchSpec(
+        name="qwen2_5_omni_thinker",
+        model_types=("qwen2_5_omni_thinker", "qwen2_5_omni"),
+        model_class="Qwen2_5OmniThinkerForConditionalGeneration",
+        decoder="model.language_model",
+        position_id_rows=3,
+        encode_audio=_encode_pooled,
+    )
+)
+
+
+def spec_for_config(config: Any) -> ArchSpec:
+    mt = getattr(config, "model_type", None)
+    for spec in SPECS.values():
+        if mt in spec.model_types:
+            return spec
+    raise ValueError(
+        f"unsupported architecture model_type={mt!r}; supported: "
+        + ", ".join(sorted(t for s in SPECS.values() for t in s.model_types))
+    )

@@ -1,0 +1,194 @@
+"""The inference-time interventions, exactly as the papers define them.
+
+Each intervention is a dataclass; ``apply(engine, prep, toks, positions)`` installs its hooks for
+the next audio pass and returns a removable handle; ``applied(...)`` is the context-manager form.
+Interventions needing the matched-duration silence run do that pass inside ``apply`` (the silence
+encoder output is cached per clip length by the engine).
+
+* ``enrich`` (AudioLens Eq. 5): at the last prompt position, h^(l+gap) <- h^(l+gap) + lam * h^(l),
+  within the same forward pass.
+* ``layer_guided`` (steering paper Sec. 4.2): d(x) = sum_l w_l (h_l^audio - h_l^silence) at the
+  final prompt position, w_l = (#specialist heads in l) / K; the final-layer representation (the
+  output of the last decoder block, before the final norm) becomes h_L + alpha * d(x).
+* ``single_layer``: the same with one layer (w = 1).
+* ``head`` (Sec. 4.3): per specialist head (l, h), delta = head output before o_proj (audio -
+  silence) at the final position, mapped through that head's slice of o_proj and added, times
+  alpha, to the residual right after layer l's attention sublayer.
+
+Layers are 1..L (output of decoder block l); heads are (layer, head) pairs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from . import hooks
+
+__all__ = ["Handle", "NoIntervention", "Enrich", "LayerGuided", "HeadSteer", "layer_weights"]
+
+
+class Handle:
+    """Removable handle returned by ``apply``."""
+
+    def __init__(self, stack: ExitStack):
+        self._stack = stack
+
+    def remove(self) -> None:
+        self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class _Base:
+    name = "none"
+    needs_silence = False
+
+    def install(self, engine, prep, toks, positions, stack: ExitStack) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply(self, engine, prep, toks, positions) -> Handle:
+        stack = ExitStack()
+        try:
+            self.install(engine, prep, toks, positions, stack)
+        except BaseException:
+            stack.close()
+            raise
+        return Handle(stack)
+
+    @contextmanager
+    def applied(self, engine, prep, toks, positions) -> Iterator[None]:
+        h = self.apply(engine, prep, toks, positions)
+        try:
+            yield
+        finally:
+            h.remove()
+
+    def describe(self) -> dict[str, Any]:
+        return {"steer": self.name}
+
+
+@dataclass
+class NoIntervention(_Base):
+    name: str = "none"
+
+    def install(self, engine, prep, toks, positions, stack):
+        return None
+
+
+def layer_weights(heads: Sequence[tuple[int, int]]) -> dict[int, float]:
+    """w_l = (number of specialist heads in layer l) / K."""
+    counts: dict[int, int] = defaultdict(int)
+    for l, _ in heads:
+        counts[int(l)] += 1
+    K = len(heads)
+    return {l: c / K for l, c in sorted(counts.items())}
+
+
+@dataclass
+class Enrich(_Base):
+    source_layer: int
+    lam: float
+    gap: int = 5
+    name: str = "enrich"
+
+    @property
+    def target_layer(self) -> int:
+        return self.source_layer + self.gap
+
+    def install(self, engine, prep, toks, positions, stack):
+        L = engine.num_layers
+        if not (1 <= self.source_layer and self.target_layer <= L):
+            raise ValueError(f"enrich: source layer {self.source_layer} + gap {self.gap} must lie in 1..{L}")
+        m, s = engine.model, engine.spec
+        if self.gap == 0:
+            stack.enter_context(hooks.edit_residual(m, s, self.target_layer, positions, delta=lambda cur: self.lam * cur))
+            return
+        store = stack.enter_context(hooks.capture_residual(m, s, [self.source_layer], positions))
+        stack.enter_context(hooks.edit_residual(
+            m, s, self.target_layer, positions, delta=lambda cur: self.lam * store[self.source_layer]))
+
+    def describe(self):
+        return {"steer": self.name, "source_layer": self.source_layer, "gap": self.gap, "lam": self.lam}
+
+
+def _silence_pass(engine, toks, positions, layers=(), head_layers=()):
+    """Run the unsteered matched-duration silence pass; capture residuals / head inputs."""
+    prep_s = engine.prepare(toks, silence=True)
+    with ExitStack() as st:
+        res = st.enter_context(hooks.capture_residual(engine.model, engine.spec, list(layers), positions))
+        heads = st.enter_context(hooks.capture_head_inputs(engine.model, engine.spec, list(head_layers), positions))
+        engine.run(prep_s)
+    return res, heads
+
+
+@dataclass
+class LayerGuided(_Base):
+    weights: dict[int, float]
+    alpha: float
+    name: str = "layer_guided"
+    heads: list[tuple[int, int]] = field(default_factory=list)
+    needs_silence = True
+
+    def install(self, engine, prep, toks, positions, stack):
+        L = engine.num_layers
+        bad = [l for l in self.weights if not 1 <= l <= L]
+        if bad:
+            raise ValueError(f"{self.name}: layers {bad} out of range 1..{L}")
+        layers = sorted(self.weights)
+        sil, _ = _silence_pass(engine, toks, positions, layers=layers)
+        m, s = engine.model, engine.spec
+        earlier = [l for l in layers if l < L]
+        store = stack.enter_context(hooks.capture_residual(m, s, earlier, positions))
+
+        def delta(cur: torch.Tensor) -> torch.Tensor:
+            d = torch.zeros_like(cur, dtype=torch.float32)
+            for l, w in self.weights.items():
+                ha = cur if l == L else store[l]
+                d += w * (ha.float() - sil[l].float())
+            return self.alpha * d
+
+        stack.enter_context(hooks.edit_residual(m, s, L, positions, delta=delta))
+
+    def describe(self):
+        return {"steer": self.name, "alpha": self.alpha, "weights": {str(k): v for k, v in self.weights.items()},
+                "heads": [list(h) for h in self.heads]}
+
+
+@dataclass
+class HeadSteer(_Base):
+    heads: list[tuple[int, int]]
+    alpha: float
+    name: str = "head"
+    needs_silence = True
+
+    def install(self, engine, prep, toks, positions, stack):
+        L, H = engine.num_layers, engine.spec.num_heads(engine.model)
+        bad = [h for h in self.heads if not (1 <= h[0] <= L and 0 <= h[1] < H)]
+        if bad:
+            raise ValueError(f"head: heads {bad} out of range (layers 1..{L}, heads 0..{H - 1})")
+        by_layer: dict[int, list[int]] = defaultdict(list)
+        for l, h in self.heads:
+            by_layer[int(l)].append(int(h))
+        _, sil = _silence_pass(engine, toks, positions, head_layers=sorted(by_layer))
+        D = engine.spec.head_dim(engine.model)
+        for l, hs in by_layer.items():
+            def fn(heads_audio: torch.Tensor, W: torch.Tensor, l=l, hs=hs) -> torch.Tensor:
+                add = torch.zeros(heads_audio.shape[0], W.shape[0], dtype=torch.float32, device=W.device)
+                for h in hs:
+                    delta = heads_audio[:, h].float() - sil[l][:, h].float()  # (B, D)
+                    add += delta @ W[:, h * D:(h + 1) * D].float().T
+                return self.alpha * add
+
+            stack.enter_context(hooks.edit_attention_output(engine.model, engine.spec, l, positions, fn))
+
+    def describe(self):
+        return {"steer": self.name, "alpha": self.alpha, "heads": [list(h) for h in self.heads]}
