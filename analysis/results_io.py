@@ -431,10 +431,9 @@ class Pairing:
             return shown + (", ..." if len(ids) > 3 else "")
 
         parts = []
-        if self.only_a:
-            parts.append(f"{len(self.only_a)} docs only in baseline ({_few(self.only_a)})")
-        if self.only_b:
-            parts.append(f"{len(self.only_b)} docs only in candidate ({_few(self.only_b)})")
+        for ids, where in ((self.only_a, "baseline"), (self.only_b, "candidate")):
+            if ids:
+                parts.append(f"{len(ids)} doc{'s' if len(ids) > 1 else ''} only in {where} ({_few(ids)})")
         return "; ".join(parts) or "same docs"
 
 

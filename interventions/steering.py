@@ -192,3 +192,36 @@ class HeadSteer(_Base):
 
     def describe(self):
         return {"steer": self.name, "alpha": self.alpha, "heads": [list(h) for h in self.heads]}
+
+
+@dataclass
+class RandomEnrich(_Base):
+    """AudioLens' control: for each sample a random source layer (uniform over 1..L-gap), drawn
+    deterministically from (seed, clip content) so batching does not change it."""
+
+    lam: float
+    gap: int
+    seed: int
+    num_layers: int
+    name: str = "enrich"
+
+    def layer_for(self, key: str) -> int:
+        import hashlib
+
+        h = int(hashlib.sha256(f"{self.seed}:{key}".encode()).hexdigest()[:12], 16)
+        return 1 + h % (self.num_layers - self.gap)
+
+    def install(self, engine, prep, toks, positions, stack):
+        from .engine import clip_key
+
+        srcs = torch.tensor([self.layer_for("|".join(clip_key(c) for c in t.clips) or str(t.input_ids.tolist()))
+                             for t in toks])
+        m, s = engine.model, engine.spec
+        for src in sorted(set(srcs.tolist())):
+            rows = srcs == src
+            store = stack.enter_context(hooks.capture_residual(m, s, [src], positions))
+            stack.enter_context(hooks.edit_residual(
+                m, s, src + self.gap, positions, delta=lambda cur, st=store, l=src: self.lam * st[l], row_mask=rows))
+
+    def describe(self):
+        return {"steer": "enrich", "control": "random", "lam": self.lam, "gap": self.gap, "seed": self.seed}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+_PCM_SUBTYPES = {"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("AUDIO_LALM_CACHE") or "~/.cache/audio_lalm").expanduser()
@@ -48,7 +50,7 @@ def cache_audio(value, namespace: str, name: str) -> str:
         data, sr = sf.read(io.BytesIO(payload), dtype="float32")
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError
         raise ValueError(f"cannot decode audio for {name!r} with soundfile: {err}") from err
-    subtype = info.subtype if sf.check_format("WAV", info.subtype) else "PCM_16"
+    subtype = info.subtype if info.subtype in _PCM_SUBTYPES else "PCM_16"  # keep PCM/float depth, else 16 bit
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     sf.write(str(tmp), data, sr, subtype=subtype, format="WAV")

@@ -217,13 +217,13 @@ def rows_from_hf(ds: datasets.Dataset, track: str, name: str) -> list[dict]:
     return out
 
 
-def load_sakura(track: str, prompt: str = "p3", data_root=None, hf_name: str | None = None, **meta):
+def load_sakura(track: str, prompt: str = "p3", data_root=None, **meta):
     """lm-eval ``custom_dataset``: returns ``{"test": Dataset}`` with the docs of the selected split.
 
     Metadata keys: ``data_root``, ``split``, ``split_seed``, ``calibration_fraction`` (others are ignored).
     """
     root = data_root or os.environ.get("SAKURA_DATA_ROOT") or None
-    rows = read_local(track, root, prompt) if root else read_hub(track, prompt, hf_name)
+    rows = read_local(track, root, prompt) if root else read_hub(track, prompt)
     labels = [normalise_label(track, r["attribute_label"], r["_where"]) for r in rows]
     opts = split_options(meta)
     split_col = [r["split"] for r in rows] if rows and "split" in rows[0] else None

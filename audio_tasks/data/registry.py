@@ -1,0 +1,24 @@
+"""Remembers the ``--metadata`` our task loaders were called with in this process, so that the
+model can build the matching calibration split of a task (lm-eval does not pass task metadata to
+the model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAST: dict[str, Any] = {}
+
+# keys that select a split; never carried over to a calibration run
+SPLIT_KEYS = ("split",)
+
+
+def remember_metadata(metadata: dict[str, Any]) -> None:
+    for k, v in metadata.items():
+        if k in SPLIT_KEYS:
+            continue
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            _LAST[k] = v
+
+
+def last_metadata() -> dict[str, Any]:
+    return dict(_LAST)

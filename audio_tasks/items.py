@@ -1,0 +1,82 @@
+"""Turn lm-eval tasks into scored items (prompt + audio + choices + gold), through lm-eval itself.
+
+Calibration and the analyses use exactly the requests lm-eval builds for a task (same prompt,
+same continuations, same audio), so what is analysed is what is evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from lm_eval.api.instance import Instance
+
+__all__ = ["load_tasks", "task_requests", "task_items", "flatten_tasks", "metadata_for_run"]
+
+
+def metadata_for_run(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metadata of the current run (what our loaders saw via --metadata), plus ``extra``."""
+    from audio_tasks.data import registry
+
+    md = dict(registry.last_metadata())
+    md.update(extra or {})
+    return md
+
+
+def flatten_tasks(task_dict: dict) -> dict[str, Any]:
+    """{name: Task} from a (possibly nested, group-keyed) lm-eval task dict."""
+    from lm_eval.api.task import Task
+
+    out: dict[str, Any] = {}
+    for k, v in task_dict.items():
+        if isinstance(v, Task):
+            out[getattr(v, "task_name", None) or str(k)] = v
+        elif isinstance(v, dict):
+            out.update(flatten_tasks(v))
+    return out
+
+
+def load_tasks(task_names: Iterable[str], metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    names = [t for t in task_names if t]
+    tm = TaskManager(metadata=dict(metadata or {}))
+    unknown = [t for t in names if t not in tm.all_tasks]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; see `lm_eval ls tasks` (this package adds sakura_*, "
+                         "mmau_*, demo_*)")
+    return flatten_tasks(get_task_dict(names, tm))
+
+
+def task_requests(task: Any, limit: int | None = None, apply_chat_template: bool = False,
+                  chat_template: Any = None) -> list[Instance]:
+    task.build_all_requests(limit=limit, rank=0, world_size=1, apply_chat_template=apply_chat_template,
+                            chat_template=chat_template)
+    return list(task.instances)
+
+
+def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
+               metadata: dict[str, Any] | None = None, limit: int | None = None) -> list[Any]:
+    """MCItems (see interventions.scoring) for the docs of the given tasks.
+
+    ``item.meta`` holds task, doc_id, doc, gold (index), choices (strings) and the rendered prompt.
+    """
+    md = dict(metadata or {})
+    if split:
+        md["split"] = split
+    tasks = load_tasks(task_names, md)
+    items = []
+    for name, task in tasks.items():
+        reqs = task_requests(task, limit=limit)
+        its = lm._build_items(reqs)
+        for it in its:
+            doc = it.meta["doc"]
+            gold = task.doc_to_target(doc)
+            choices = task.doc_to_choice(doc)
+            if not isinstance(gold, int):
+                gold = choices.index(gold) if gold in choices else int(gold)
+            it.meta.update({"task": name, "gold": int(gold), "choices": list(choices),
+                            "label": doc.get("label", choices[gold]) if isinstance(doc, dict) else choices[gold],
+                            "clip_id": doc.get("doc_id", it.meta["doc_id"]) if isinstance(doc, dict) else it.meta["doc_id"]})
+        items.extend(its)
+    return items

@@ -1,0 +1,331 @@
+"""Calibration: everything the interventions need, computed on a held-out calibration split.
+
+``collect`` runs each calibration item once with audio and once with matched-duration silence and
+keeps, at the last prompt position: the logit-lens log-probs of every choice's first token at
+every layer, the residual stream of every layer (pre-norm), the per-head outputs before o_proj,
+and the audio-attention mass of every head.  ``calibrate`` then selects
+
+* enrich: the source layer with the highest information score among incorrectly predicted samples
+  (AudioLens Sec. VI-E) and the strength lam by a sweep;
+* specialist heads: top-K heads by |point-biserial r| between audio-attention mass and correctness,
+  layer weights w_l = (#heads in l)/K, and the strength alpha by a sweep (layer_guided, head);
+* single_layer: the best (layer, alpha) on the split.
+
+Correctness is the papers' criterion: argmax over the choices' first tokens at the last prompt
+position.  The artifact is JSON plus safetensors (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import hooks
+from .engine import Engine
+from .scoring import last_positions
+from .steering import Enrich, HeadSteer, LayerGuided, layer_weights
+
+__all__ = ["CalibrationData", "collect", "calibrate", "save_artifact", "load_artifact", "ARTIFACT_VERSION",
+           "point_biserial_matrix", "select_heads", "sweep_final_layer", "info_scores", "first_token_ids"]
+
+ARTIFACT_VERSION = 1
+
+
+def first_token_ids(item) -> list[int]:
+    return [c[0] for c in item.continuations]
+
+
+@dataclass
+class CalibrationData:
+    lens: torch.Tensor  # (N, L+1, C) log-probs of each choice's first token, layers 0..L
+    gold: torch.Tensor  # (N,)
+    attn_mass: torch.Tensor | None  # (N, L, H) audio attention mass from the last position
+    resid_audio: torch.Tensor | None  # (N, L+1, d) pre-norm residual at the last position, layers 0..L
+    resid_silence: torch.Tensor | None  # (N, L+1, d)
+    heads_audio: torch.Tensor | None  # (N, L, H, D) per-head outputs before o_proj
+    heads_silence: torch.Tensor | None
+    silence_logp: torch.Tensor | None  # (N, C) first-token log-probs of the silence run
+    choice_ids: list[list[int]]
+
+    @property
+    def correct(self) -> torch.Tensor:
+        return self.lens[:, -1].argmax(-1) == self.gold
+
+    @property
+    def pred(self) -> torch.Tensor:
+        return self.lens[:, -1].argmax(-1)
+
+
+def _pad_choices(rows: list[torch.Tensor]) -> torch.Tensor:
+    C = max(r.shape[-1] for r in rows)
+    out = torch.full((len(rows),) + tuple(rows[0].shape[:-1]) + (C,), -math.inf)
+    for i, r in enumerate(rows):
+        out[i, ..., : r.shape[-1]] = r
+    return out
+
+
+@torch.no_grad()
+def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attention: bool = True,
+            silence: bool = True, heads: bool = True, progress: bool = False) -> CalibrationData:
+    """One audio pass (+ one silence pass) per item; see the module docstring."""
+    from tqdm import tqdm
+
+    m, s = engine.model, engine.spec
+    L = engine.num_layers
+    lens, attn, ra, rs, ha, hsil, slp = [], [], [], [], [], [], []
+    golds = []
+    all_layers = list(range(1, L + 1))
+    bar = tqdm(total=len(items), desc="calibration states", disable=not progress)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        toks = [it.tok for it in chunk]
+        prep = engine.prepare(toks)
+        last = last_positions(prep)
+        ctx = hooks.eager_attention(m, s) if attention else _null()
+        with ctx, hooks.capture_residual(m, s, [L], last) as top, \
+                hooks.capture_head_inputs(m, s, all_layers if heads else [], last) as hin:
+            out = engine.run(prep, output_hidden_states=True, output_attentions=attention)
+        hs = out.hidden_states
+        for b, it in enumerate(chunk):
+            ids = torch.tensor(first_token_ids(it), device=hs[0].device)
+            per_layer = []
+            for l in range(L + 1):
+                lp = torch.log_softmax(engine.lens_logits(hs, l, (b, -1)), -1)
+                per_layer.append(lp[ids].cpu())
+            lens.append(torch.stack(per_layer))
+            golds.append(int(it.meta["gold"]))
+        resid = torch.stack([hs[l][:, -1] for l in range(L)] + [top[L]], 1).float().cpu()  # (B, L+1, d)
+        ra.append(resid)
+        if heads:
+            ha.append(torch.stack([hin[l] for l in all_layers], 1).float().cpu())
+        if attention:
+            amask = prep.audio_mask.float()  # (B, T)
+            mass = torch.stack([a[:, :, -1, :].float() @ amask[:, :, None] for a in out.attentions], 1)
+            attn.append(mass.squeeze(-1).cpu())  # (B, L, H)
+        if silence:
+            prep_s = engine.prepare(toks, silence=True)
+            with hooks.capture_residual(m, s, all_layers, last) as cap, \
+                    hooks.capture_head_inputs(m, s, all_layers if heads else [], last) as hin_s:
+                out_s = engine.run(prep_s)
+            rs.append(torch.stack([prep_s.inputs_embeds[:, -1]] + [cap[l] for l in all_layers], 1).float().cpu())
+            if heads:
+                hsil.append(torch.stack([hin_s[l] for l in all_layers], 1).float().cpu())
+            lp_s = torch.log_softmax(engine.unembed(out_s.last_hidden_state[:, -1]), -1)
+            for b, it in enumerate(chunk):
+                slp.append(lp_s[b, torch.tensor(first_token_ids(it), device=lp_s.device)].cpu())
+        bar.update(len(chunk))
+    bar.close()
+    return CalibrationData(
+        lens=_pad_choices(lens), gold=torch.tensor(golds),
+        attn_mass=torch.cat(attn) if attention else None,
+        resid_audio=torch.cat(ra), resid_silence=torch.cat(rs) if silence else None,
+        heads_audio=torch.cat(ha) if heads else None, heads_silence=torch.cat(hsil) if (heads and silence) else None,
+        silence_logp=_pad_choices(slp) if silence else None,
+        choice_ids=[first_token_ids(it) for it in items])
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+# ---- selection ------------------------------------------------------------------------------
+
+
+def info_scores(lens: torch.Tensor, gold: torch.Tensor, subset: torch.Tensor | None = None) -> torch.Tensor:
+    """AudioLens Eq. 2 per layer: fraction of samples whose argmax over the label set is the truth."""
+    hit = (lens.argmax(-1) == gold[:, None]).float()  # (N, L+1)
+    if subset is not None:
+        hit = hit[subset]
+    if hit.shape[0] == 0:
+        return torch.full((lens.shape[1],), float("nan"))
+    return hit.mean(0)
+
+
+def point_biserial_matrix(mass: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Pearson r (= point-biserial for binary y) of each head's mass with correctness: (L, H).
+    Heads with constant mass, or a constant y, get r = 0."""
+    x = mass.double()
+    y = correct.double()[:, None, None]
+    xc = x - x.mean(0, keepdim=True)
+    yc = y - y.mean(0, keepdim=True)
+    num = (xc * yc).sum(0)
+    den = torch.sqrt((xc ** 2).sum(0) * (yc ** 2).sum(0))
+    r = torch.where(den > 0, num / den, torch.zeros_like(num))
+    return r.float()
+
+
+def select_heads(r: torch.Tensor, K: int) -> list[tuple[int, int]]:
+    """Top-K heads by |r| (ties broken by (layer, head) order); layers reported 1-based."""
+    L, H = r.shape
+    flat = r.abs().flatten()
+    order = sorted(range(L * H), key=lambda i: (-float(flat[i]), i))[:K]
+    return [(i // H + 1, i % H) for i in order]
+
+
+def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData) -> float:
+    dev = engine.device
+    logits = engine.unembed(engine.final_norm(h_final.to(dev, engine.dtype)))
+    lp = torch.log_softmax(logits, -1).cpu()
+    correct = 0
+    for i, ids in enumerate(data.choice_ids):
+        correct += int(int(lp[i, ids].argmax()) == int(data.gold[i]))
+    return correct / len(data.choice_ids)
+
+
+def sweep_final_layer(engine: Engine, data: CalibrationData, weights: dict[int, float],
+                      alphas: Sequence[float]) -> dict[float, float]:
+    """Accuracy of h_L + alpha * sum_l w_l (h_l^audio - h_l^silence) for each alpha (no re-forward:
+    the edit is at the final layer, so cached states suffice)."""
+    L = data.resid_audio.shape[1] - 1
+    d = torch.zeros_like(data.resid_audio[:, 0])
+    for l, w in weights.items():
+        d += w * (data.resid_audio[:, l] - data.resid_silence[:, l])
+    return {float(a): _acc_from_final(engine, data.resid_audio[:, L] + a * d, data) for a in alphas}
+
+
+def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[float], batch_size: int = 8,
+                  ) -> dict[float, float]:
+    """Accuracy (first-token criterion) with intervention ``make(alpha)`` for each alpha."""
+    from .scoring import score_items
+
+    res = {}
+    for a in alphas:
+        iv = make(a)
+        correct = 0
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            for it, sc in zip(chunk, score_items(engine, chunk, iv)):
+                correct += int(int(np.argmax(sc.first)) == int(it.meta["gold"]))
+        res[float(a)] = correct / len(items)
+    return res
+
+
+def _best(sweep: dict[float, float]) -> float:
+    """Highest accuracy; ties go to the smallest |alpha|."""
+    return sorted(sweep.items(), key=lambda kv: (-kv[1], abs(kv[0]), kv[0]))[0][0]
+
+
+def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
+              K: int = 20, gap: int = 5, alphas: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+              batch_size: int = 8, progress: bool = False, data: CalibrationData | None = None,
+              ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Compute the calibration artifact (JSON-able dict, tensors) for the requested intervention kinds."""
+    if not items:
+        raise ValueError("calibration split is empty")
+    L = engine.num_layers
+    H = engine.spec.num_heads(engine.model)
+    need_heads = any(k in kinds for k in ("layer_guided", "head"))
+    if data is None:
+        data = collect(engine, items, batch_size=batch_size, attention=need_heads, silence=True,
+                       heads="head" in kinds, progress=progress)
+    correct = data.correct
+    out: dict[str, Any] = {"n_docs": len(items), "accuracy": float(correct.float().mean()),
+                           "num_layers": L, "num_heads": H, "alphas": [float(a) for a in alphas]}
+    tensors: dict[str, torch.Tensor] = {"lens_logprobs": data.lens.float(), "gold": data.gold,
+                                        "correct": correct.to(torch.int64)}
+    info_all = info_scores(data.lens, data.gold)
+    wrong = ~correct
+    info_wrong = info_scores(data.lens, data.gold, wrong)
+    out["info_all"] = [float(x) for x in info_all]
+    out["info_incorrect"] = [None if math.isnan(x) else float(x) for x in info_wrong]
+    if "enrich" in kinds:
+        if gap > L - 1:
+            raise ValueError(f"gap {gap} too large for a model with {L} layers")
+        cand = list(range(1, L - gap + 1))
+        basis = info_wrong if int(wrong.sum()) > 0 else info_all
+        src = max(cand, key=lambda l: (float(basis[l]), -l))
+        sweep = sweep_forward(engine, items, lambda a: Enrich(src, a, gap), alphas, batch_size)
+        out["enrich"] = {"source_layer": src, "gap": gap, "lam": _best(sweep), "sweep": sweep,
+                         "basis": "incorrect" if int(wrong.sum()) > 0 else "all (no incorrect samples)"}
+    if need_heads:
+        r = point_biserial_matrix(data.attn_mass, correct)
+        tensors["head_corr"] = r
+        tensors["attn_mass"] = data.attn_mass.float()
+        spec_heads = select_heads(r, min(K, L * H))
+        w = layer_weights(spec_heads)
+        out["heads"] = {"K": len(spec_heads), "specialists": [list(h) for h in spec_heads],
+                        "r": [float(r[l - 1, h]) for l, h in spec_heads],
+                        "layer_weights": {str(l): v for l, v in w.items()}}
+        if "layer_guided" in kinds:
+            sweep = sweep_final_layer(engine, data, w, alphas)
+            out["layer_guided"] = {"alpha": _best(sweep), "sweep": sweep}
+        if "head" in kinds:
+            sweep = sweep_forward(engine, items, lambda a: HeadSteer(spec_heads, a), alphas, batch_size)
+            out["head"] = {"alpha": _best(sweep), "sweep": sweep}
+    if "single_layer" in kinds:
+        table = {l: sweep_final_layer(engine, data, {l: 1.0}, alphas) for l in range(1, L + 1)}
+        best_l = max(table, key=lambda l: (max(table[l].values()), -l))
+        out["single_layer"] = {"layer": best_l, "alpha": _best(table[best_l]), "sweep": table[best_l],
+                               "per_layer_best": {str(l): max(v.values()) for l, v in table.items()}}
+    return out, tensors
+
+
+# ---- artifact I/O -----------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_artifact(out_dir: str | Path, meta: dict[str, Any], result: dict[str, Any],
+                  tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save
+
+    out = Path(out_dir)
+    blob = save({k: v.contiguous() for k, v in tensors.items()})
+    _atomic_write(out / "calibration.safetensors", blob)
+    doc = {"version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "meta": meta, **result}
+    _atomic_write(out / "calibration.json", json.dumps(doc, indent=2, sort_keys=True).encode())
+    return out
+
+
+def load_artifact(path: str | Path, *, model_id: str | None = None, num_layers: int | None = None,
+                  num_heads: int | None = None) -> dict[str, Any]:
+    """Load and check a calibration artifact (clear errors for missing or mismatched ones)."""
+    p = Path(path)
+    js = p / "calibration.json" if p.is_dir() else p
+    if not js.exists():
+        raise FileNotFoundError(f"calibration artifact not found: {js} (create it with `python -m analysis "
+                                "calibrate --model_args ... --tasks ... --out DIR`)")
+    try:
+        doc = json.loads(js.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"calibration artifact {js} is not valid JSON: {e}") from None
+    if doc.get("version") != ARTIFACT_VERSION:
+        raise ValueError(f"calibration artifact {js} has version {doc.get('version')}, expected {ARTIFACT_VERSION}")
+    if num_layers is not None and doc.get("num_layers") != num_layers:
+        raise ValueError(f"calibration artifact {js} is for a model with {doc.get('num_layers')} layers; this model "
+                         f"has {num_layers}")
+    if num_heads is not None and doc.get("num_heads") != num_heads:
+        raise ValueError(f"calibration artifact {js} is for a model with {doc.get('num_heads')} heads per layer; "
+                         f"this model has {num_heads}")
+    if model_id is not None:
+        theirs = doc.get("meta", {}).get("model_id")
+        if theirs and os.path.basename(str(theirs).rstrip("/")) != os.path.basename(str(model_id).rstrip("/")):
+            raise ValueError(f"calibration artifact {js} was made for model {theirs!r}, not {model_id!r}")
+    doc["_path"] = str(js.parent)
+    return doc
