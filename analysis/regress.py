@@ -20,10 +20,10 @@ The exact McNemar test on the discordant documents controls false alarms from no
 under different batch sizes / kernels / seeds) at ``alpha`` per task, whatever the amount of flipping; but on
 large discordant sets it also flags drops too small to matter. The tolerance is that effect-size floor: on a
 500-document task one binomial standard error of an accuracy near 0.5 is sqrt(0.25 / 500) = 0.022, so 0.02
-(10 net documents) is about the run-to-run spread one would accept anyway, and it needs at least 10 more
-baseline-right/candidate-wrong than baseline-wrong/candidate-right documents - pure noise flips (a handful of
-near-ties, symmetric) do not get there, while e.g. 30 vs 12 discordant documents (-3.6 points, p = 0.008) does.
-With many tasks, ``--holm`` makes the p-value condition Holm-corrected across tasks.
+(10 net documents) is about the run-to-run spread one would accept anyway. Under pure noise (documents flipping
+symmetrically) a task fails with probability below alpha/2 (only drops fail; e.g. 0.019 with 40 flips, 0.024 with
+160 on 500 docs) and never while fewer than 11 documents flip; a real drop such as 30 vs 12 discordant documents
+(-3.6 points, p = 0.008) fails. With many tasks, ``--holm`` Holm-corrects the p-value condition across tasks.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from interventions.calibrate import calibrate, load_artifact, save_artifact
 from interventions.config import SteerConfig
 from interventions.steering import Enrich, HeadSteer, LayerGuided, RandomEnrich, layer_weights
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lm_eval.audio_lalm")
 
 __all__ = ["resolve_static", "auto_calibrate", "build_intervention", "run_calibration", "cache_root",
            "KINDS_NEEDED"]

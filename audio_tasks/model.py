@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from interventions.config import STEER_KEYS, SteerConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lm_eval.audio_lalm")
 
 __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 

@@ -185,7 +185,8 @@ def _pulse_source(
 ) -> np.ndarray:
     """Glottal-like excitation: fractional-position impulse train following the per-sample `f0` contour
     (jitter as a fraction of a period, shimmer as relative amplitude noise, creak = alternating / dropped
-    pulses; a scalar or a per-sample array), shaped by a 2-pole glottal low-pass and a lip-radiation differentiator (`tilt` = pole radius)."""
+    pulses, a scalar or a per-sample array), shaped by a 2-pole glottal low-pass and a lip-radiation
+    differentiator (`tilt` = pole radius)."""
     n = f0.size
     phase = np.cumsum(f0) / SAMPLE_RATE
     n_pulses = int(phase[-1])
@@ -1071,8 +1072,9 @@ def generate(
     Sizes are per track and split; ``duration`` is the (min, max) clip length in seconds. Output is
     byte-identical for the same arguments whatever ``workers`` is (each clip has its own random stream
     derived from ``(seed, track, split, index)``). ``workers``: processes to use (default: up to 2 CPU
-    cores; 1 = in-process). A manifest (:data:`MANIFEST_NAME`) with the parameters and content hashes is
-    written last. Existing track folders raise unless ``overwrite``.
+    cores on Linux when torch is not imported yet, else 1 = in-process). A manifest
+    (:data:`MANIFEST_NAME`) with the parameters and content hashes is written last. Existing track folders
+    raise unless ``overwrite``.
     """
     root = Path(root)
     tracks = tuple(tracks)
@@ -1100,9 +1102,14 @@ def generate(
         jobs_by_track[t] = jobs
     all_jobs = [j for t in tracks for j in jobs_by_track[t]]
     if workers is None:
-        workers = min(2, os.cpu_count() or 1)
+        # forking a process that already runs torch's thread pools is unsafe: stay in-process then
+        fork_ok = sys.platform.startswith("linux") and "torch" not in sys.modules
+        workers = min(2, os.cpu_count() or 1) if fork_ok else 1
     if workers > 1 and len(all_jobs) > 64:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        import multiprocessing
+
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as ex:
             rows = list(ex.map(_clip_job, all_jobs, chunksize=16))
     else:
         rows = [_clip_job(j) for j in all_jobs]
@@ -1123,8 +1130,8 @@ def generate(
             w.writerow(COLUMNS)
             w.writerows(t_rows)
         audio_hash = hashlib.sha256()
-        for r in t_rows:
-            audio_hash.update(r[0].encode() + b"\0" + _sha256_file(tdir / "audio" / r[0]).encode())
+        for fname in sorted(r[0] for r in t_rows):
+            audio_hash.update(fname.encode() + b"\0" + _sha256_file(tdir / "audio" / fname).encode())
         manifest["tracks"][t] = {
             "n_clips": len(t_rows),
             "metadata_sha256": _sha256_file(tdir / "metadata.csv"),
@@ -1215,7 +1222,7 @@ def _is_valid(folder: Path, params: dict, full: bool = False) -> bool:
                     return False
             if full:
                 h = hashlib.sha256()
-                for fname in info["files"]:
+                for fname in sorted(info["files"]):
                     h.update(fname.encode() + b"\0" + _sha256_file(tdir / "audio" / fname).encode())
                 if h.hexdigest() != info["audio_sha256"]:
                     return False
@@ -1267,6 +1274,7 @@ def ensure_dataset(
         if _is_valid(target, params, full=verify):
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache folder is meant to be shared
         try:
             gen_kw = {k: v for k, v in kw.items()}
             if "duration" in gen_kw:

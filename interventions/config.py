@@ -105,6 +105,7 @@ class SteerConfig:
     control: str | None = None
     seed: int = 0
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
+    k_given: bool = False  # the default K is clamped to the head count of small models
 
     @classmethod
     def from_kwargs(cls, kw: dict[str, Any]) -> "SteerConfig":
@@ -126,6 +127,7 @@ class SteerConfig:
         k = kw.get("K", kw.get("k"))
         if k is not None:
             c.K = int(k)
+            c.k_given = True
             if c.K < 1:
                 raise ValueError(f"K must be >= 1, got {c.K}")
         if kw.get("layers") is not None:
@@ -166,7 +168,7 @@ class SteerConfig:
                                  f"it must be in 1..{L - self.gap}")
         if self.steer == "enrich" and self.gap > L - 1:
             raise ValueError(f"gap {self.gap} too large for a model with {L} layers")
-        if self.steer in ("layer_guided", "head") and self.heads is None and self.K > L * H:
+        if self.steer in ("layer_guided", "head") and self.heads is None and self.k_given and self.K > L * H:
             raise ValueError(f"K={self.K} exceeds the number of heads ({L * H})")
 
     @property
@@ -185,4 +187,4 @@ class SteerConfig:
         return selection[self.steer]
 
     def fingerprint(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "k_given"}

@@ -12,7 +12,7 @@ encoder output is cached per clip length by the engine).
   output of the last decoder block, before the final norm) becomes h_L + alpha * d(x).
 * ``single_layer``: the same with one layer (w = 1).
 * ``head`` (Sec. 4.3): per specialist head (l, h), delta = head output before o_proj (audio -
-  silence) at the final position, mapped through that head's slice of o_proj and added, times
+  silence) at the final position, both from unsteered passes (as the paper caches them), mapped through that head's slice of o_proj and added, times
   alpha, to the residual right after layer l's attention sublayer.
 
 Layers are 1..L (output of decoder block l); heads are (layer, head) pairs.
@@ -179,12 +179,16 @@ class HeadSteer(_Base):
         for l, h in self.heads:
             by_layer[int(l)].append(int(h))
         _, sil = _silence_pass(engine, toks, positions, head_layers=sorted(by_layer))
+        # Per-head outputs of the *unsteered* audio pass (the paper caches them): an edit in an
+        # earlier specialist layer must not change the delta of a later one.
+        with hooks.capture_head_inputs(engine.model, engine.spec, sorted(by_layer), positions) as aud:
+            engine.run(prep)
         D = engine.spec.head_dim(engine.model)
         for l, hs in by_layer.items():
-            def fn(heads_audio: torch.Tensor, W: torch.Tensor, l=l, hs=hs) -> torch.Tensor:
-                add = torch.zeros(heads_audio.shape[0], W.shape[0], dtype=torch.float32, device=W.device)
+            def fn(_heads_now: torch.Tensor, W: torch.Tensor, l=l, hs=hs) -> torch.Tensor:
+                add = torch.zeros(_heads_now.shape[0], W.shape[0], dtype=torch.float32, device=W.device)
                 for h in hs:
-                    delta = heads_audio[:, h].float() - sil[l][:, h].float()  # (B, D)
+                    delta = aud[l][:, h].float() - sil[l][:, h].float()  # (B, D)
                     add += delta @ W[:, h * D:(h + 1) * D].float().T
                 return self.alpha * add
 

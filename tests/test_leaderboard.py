@@ -12,12 +12,15 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from filelock import FileLock
 from scipy.stats import binomtest
 
 SAKURA = ["sakura_gender", "sakura_language", "sakura_emotion", "sakura_animal"]
@@ -94,11 +97,13 @@ def lmeval_run(work: Path, out_dir: Path, model_args: str, correct: dict[str, di
             "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
         )
     tracker = EvaluationTracker(output_path=str(out_dir))
-    results = simple_evaluate(
-        model=make_lm(correct), model_args=model_args, tasks=sorted(correct), log_samples=True,
-        evaluation_tracker=tracker, bootstrap_iters=0,
-        task_manager=TaskManager(include_path=str(work), include_defaults=False),
-    )
+    # torch's environment report shells out a dozen times (~1 s/run); its text is irrelevant here
+    with mock.patch("torch.utils.collect_env.get_pretty_env_info", return_value="(stubbed in tests)"):
+        results = simple_evaluate(
+            model=make_lm(correct), model_args=model_args, tasks=sorted(correct), log_samples=True,
+            evaluation_tracker=tracker, bootstrap_iters=0,
+            task_manager=TaskManager(include_path=str(work), include_defaults=False),
+        )
     assert results is not None
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
@@ -131,12 +136,18 @@ _CACHE: dict[str, Path] = {}
 
 
 def real_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One lm-eval ``--output_path`` folder per scenario (generated once per session)."""
+    """One lm-eval ``--output_path`` folder per scenario, generated once per session (shared by xdist workers)."""
     if not _CACHE:
         SCENARIOS.update(_scenarios())
-        root = tmp_path_factory.mktemp("lmeval_runs")
-        for name, (args, correct) in SCENARIOS.items():
-            _CACHE[name] = lmeval_run(root / "work" / name, root / name, args, correct)
+        base = tmp_path_factory.getbasetemp()
+        root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "lmeval_runs"
+        with FileLock(str(root) + ".lock"):
+            if not (root / "DONE").exists():
+                shutil.rmtree(root, ignore_errors=True)
+                for name, (args, correct) in SCENARIOS.items():
+                    lmeval_run(root / "work" / name, root / name, args, correct)
+                (root / "DONE").touch()
+        _CACHE.update({name: root / name for name in SCENARIOS})
     return _CACHE
 
 
