@@ -66,6 +66,10 @@ class ArchSpec:
     position_id_rows: int = 1  # 3 for M-RoPE (the three rows are equal for audio+text inputs)
     processor_feature_keys: tuple[str, ...] = ("input_features", "feature_attention_mask")
     encode_audio: AudioEncoder | None = None
+    # Modules to import before the processor is loaded: they register (with transformers' Auto classes)
+    # processor classes that a checkpoint's processor_config.json may name, e.g. the offline tiny
+    # processors of ``audio_tasks.tiny``.  Data only: the loader imports them, this module never does.
+    processor_imports: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- derived accessors -------------------------------------------------------------
@@ -166,25 +170,51 @@ QWEN2_AUDIO = register_spec(
     )
 )
 
+def _encode_voxtral(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Voxtral: Whisper-style encoder over fixed 30-s mel windows (3000 frames, one row per window),
+    encoder frames reshaped 4-to-1 (``audio_config.intermediate_size = 4 * d_model``) and projected:
+    375 embeddings per window.  No feature mask: padding is encoded as the model itself does."""
+    return _encode_pooled(model, {"input_features": feats["input_features"],
+                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+
+
+def _encode_qwen2_5_omni(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Qwen2.5-Omni thinker: the audio tower takes the unpadded mel frames of every clip (from
+    ``feature_attention_mask``), encodes them in 2-s windows and returns one flat sequence of
+    ``((n - 1) // 2 + 1 - 2) // 2 + 1`` embeddings per clip (what the processor expanded)."""
+    return _encode_pooled(model, {"input_features": feats["input_features"],
+                                  "feature_attention_mask": feats["feature_attention_mask"],
+                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+
+
 VOXTRAL = register_spec(
     ArchSpec(
         name="voxtral",
         model_types=("voxtral",),
         model_class="VoxtralForConditionalGeneration",
-        decoder="model.language_model",
+        decoder="model.language_model",  # LlamaModel; lm_head at the top
         processor_feature_keys=("input_features",),
-        encode_audio=_encode_pooled,
+        encode_audio=_encode_voxtral,
+        processor_imports=("audio_tasks.tiny",),
+        # One mel window per clip: the engine gives each clip one feature row, so clips are cut at 30 s
+        # (the real processor would split longer audio into several 30-s windows).
+        extra={"audio_window_s": 30.0},
     )
 )
 
 QWEN2_5_OMNI = register_spec(
     ArchSpec(
         name="qwen2_5_omni_thinker",
+        # "qwen2_5_omni": full Omni checkpoints; the thinker class loads their "thinker." weights.
         model_types=("qwen2_5_omni_thinker", "qwen2_5_omni"),
         model_class="Qwen2_5OmniThinkerForConditionalGeneration",
-        decoder="model.language_model",
+        decoder="model.language_model",  # Qwen2_5OmniThinkerTextModel; lm_head at the top
+        # M-RoPE: for audio+text prompts the model's own get_rope_index gives the same sequential
+        # positions in all three rows (tests/test_tiny_models.py checks it).
         position_id_rows=3,
-        encode_audio=_encode_pooled,
+        encode_audio=_encode_qwen2_5_omni,
+        processor_imports=("audio_tasks.tiny",),
+        extra={"audio_window_s": 30.0},  # the feature extractor keeps at most 30 s (3000 frames)
     )
 )
 
