@@ -115,14 +115,16 @@ def prepare_trace(engine: Engine, item: Any) -> TraceRun:
     with hooks.capture_residual(m, s, list(range(1, L + 1))) as cap:
         out_c = engine.run(prep_c)
     clean_states = {l: cap[l] for l in range(1, L + 1)}
-    pc = _last_probs(engine, out_c.last_hidden_state[:, -1])[0]
+    lc = torch.log_softmax(engine.unembed(out_c.last_hidden_state[:, -1]), -1)[0]
     prep_x = engine.prepare([item.tok], silence=True)
     out_x = engine.run(prep_x)
+    lx = torch.log_softmax(engine.unembed(out_x.last_hidden_state[:, -1]), -1)[0]
+    pc = _last_probs(engine, out_c.last_hidden_state[:, -1])[0]
     px = _last_probs(engine, out_x.last_hidden_state[:, -1])[0]
-    idx = torch.tensor(ids, device=pc.device)
+    idx = torch.tensor(ids, device=lc.device)
     return TraceRun(prep_c, prep_x, clean_states, ids[gold], gold, ids,
                     float(pc[ids[gold]]), float(px[ids[gold]]),
-                    [float(v) for v in torch.log(pc[idx]).double()], [float(v) for v in torch.log(px[idx]).double()])
+                    [float(v) for v in lc[idx].double()], [float(v) for v in lx[idx].double()])
 
 
 def exclusions(run: TraceRun) -> list[str]:
@@ -363,20 +365,25 @@ def trace_item(engine: Engine, item: Any, *, layerwise: bool = True, tokenwise: 
 # ---- aggregation ------------------------------------------------------------------------------------------
 
 
-def _nan_stats(a: np.ndarray) -> dict[str, list[float | None]]:
-    def clean(v):
-        return [None if not np.isfinite(x) else float(x) for x in v]
+def _tolist(a: np.ndarray) -> Any:
+    """Nested lists with NaN/inf -> None (JSON-friendly)."""
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 0:
+        return float(a) if np.isfinite(a) else None
+    return [_tolist(x) for x in a]
+
+
+def _nan_stats(a: np.ndarray) -> dict[str, Any]:
+    """Mean / std (ddof=1) / sem / count over axis 0, ignoring NaNs."""
+    import warnings
 
     n = np.isfinite(a).sum(0)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mean = np.nanmean(a, 0)
-            std = np.nanstd(a, 0, ddof=1) if a.shape[0] > 1 else np.full(a.shape[1:], np.nan)
-            sem = std / np.sqrt(np.maximum(n, 1))
-    return {"mean": clean(mean), "std": clean(std), "sem": clean(sem), "n": [int(x) for x in n]}
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        mean = np.nanmean(a, 0)
+        std = np.nanstd(a, 0, ddof=1) if a.shape[0] > 1 else np.full(a.shape[1:], np.nan)
+        sem = std / np.sqrt(np.maximum(n, 1))
+    return {"mean": _tolist(mean), "std": _tolist(std), "sem": _tolist(sem), "n": np.asarray(n).astype(int).tolist()}
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

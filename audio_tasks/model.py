@@ -436,9 +436,9 @@ class AudioLALM(LM):
 
         args = simple_parse_args_string(arg_string) if isinstance(arg_string, str) else dict(arg_string or {})
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(**args, **extra)
+        return cls(**{**extra, **args})  # explicit model_args win over lm-eval's CLI defaults
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "AudioLALM":
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(**arg_dict, **extra)
+        return cls(**{**extra, **dict(arg_dict)})

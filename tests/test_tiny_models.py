@@ -1,0 +1,159 @@
+"""Every supported architecture end to end on its tiny offline model (qwen2_audio, voxtral, qwen2_5_omni):
+``audio_lalm`` scores equal an independent reference from the model's own full forward, batching does not
+change scores, one decoder pass per doc, one audio-encoder run per distinct clip; plus the architecture
+facts the specs rely on (Voxtral's 375 tokens per 30-s window, Qwen2.5-Omni's M-RoPE positions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ARCHS = ["qwen2_audio", "voxtral", "qwen2_5_omni"]
+SR = 16000
+PROMPTS = [
+    {"user_prompt": "What is the gender of the speaker in the speech? Possible options: male, female.",
+     "assistant_prefix": "The speaker's gender is"},
+    {"user_prompt": "", "assistant_prefix": "The speaker's gender is"},  # P1: audio only
+]
+SINGLE = [" male", " female"]
+MULTI = [" male voice with many tokens", " happy dog"]
+
+
+def _clips() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [(0.1 * rng.standard_normal(int(SR * s))).astype(np.float32) for s in (1.1, 2.45)]
+
+
+CLIPS = _clips()
+# 4 docs = every prompt with every clip: 2 distinct clips.
+DOCS = [(p, c) for p in range(len(PROMPTS)) for c in range(len(CLIPS))]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    from audio_tasks.tiny import build
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {a: build(a, root / a) for a in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def get_lm(tiny_dirs):
+    from audio_tasks.model import AudioLALM
+
+    cache: dict = {}
+
+    def get(arch: str, batch_size: int, fresh: bool = False):
+        if fresh:
+            return AudioLALM(pretrained=str(tiny_dirs[arch]), device="cpu", batch_size=batch_size)
+        key = (arch, batch_size)
+        if key not in cache:
+            cache[key] = AudioLALM(pretrained=str(tiny_dirs[arch]), device="cpu", batch_size=batch_size)
+        return cache[key]
+
+    return get
+
+
+def _requests(conts: list[str], task: str = "tiny") -> list[Instance]:
+    reqs = []
+    for d, (p, c) in enumerate(DOCS):
+        doc = {**PROMPTS[p], "doc_id": str(d)}
+        aux = {"audio": [{"array": CLIPS[c], "sampling_rate": SR}]}  # shared by the doc's choices, as in lm-eval
+        for j, cont in enumerate(conts):
+            reqs.append(Instance("loglikelihood", doc, ("ctx", cont, aux), j, (task, d, 1)))
+    return reqs
+
+
+def _reference(lm, prompt: str, wave: np.ndarray, cont: str):
+    """Sum / first / greedy of the continuation's log-probs from the model's own full forward."""
+    p = lm.processor
+    full = p(text=[prompt + cont], audio=[wave], sampling_rate=SR, return_tensors="pt")
+    ctx = p(text=[prompt], audio=[wave], sampling_rate=SR, return_tensors="pt")
+    n = ctx["input_ids"].shape[1]
+    ids = full["input_ids"][0]
+    assert torch.equal(ids[:n], ctx["input_ids"][0]), "continuation boundary must not merge tokens"
+    with torch.no_grad():
+        lp = torch.log_softmax(lm.model(**full).logits[0].float(), -1)
+    toks = [lp[k - 1, ids[k]].item() for k in range(n, ids.shape[0])]
+    greedy = all(int(lp[k - 1].argmax()) == int(ids[k]) for k in range(n, ids.shape[0]))
+    return sum(toks), toks[0], greedy
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_scores_match_full_forward_reference(get_lm, arch):
+    lm = get_lm(arch, 2)
+    assert all(len(lm.engine.encode_text(c)) == 1 for c in SINGLE)
+    assert all(len(lm.engine.encode_text(c)) > 1 for c in MULTI)  # both scoring paths exercised
+    reqs = _requests(SINGLE + MULTI)
+    res = lm.loglikelihood(reqs)
+    assert len(res) == len(reqs)
+    counts = set()
+    for r, (ll, greedy) in zip(reqs, res):
+        prompt = r.args[2]["rendered_prompt"]
+        ids = lm.engine.tokenize(prompt, [CLIPS[DOCS[r.doc_id][1]]]).input_ids
+        counts.add(int((ids == lm.engine.audio_token_id).sum()))
+        ref, ref_first, ref_greedy = _reference(lm, prompt, CLIPS[DOCS[r.doc_id][1]], r.args[1])
+        assert abs(float(ll) - ref) < 1e-4, (arch, r.doc_id, r.args[1], float(ll), ref)
+        assert abs(ll.first_token_logprob - ref_first) < 1e-4
+        assert greedy == ref_greedy
+    if arch != "voxtral":  # Voxtral: 375 tokens for any clip up to 30 s
+        assert len(counts) == 2, "the two clips must expand to different audio-token counts"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_equals_unbatched(get_lm, arch):
+    reqs = _requests(SINGLE + MULTI)
+    a = get_lm(arch, 1).loglikelihood(reqs)
+    b = get_lm(arch, 2).loglikelihood(_requests(SINGLE + MULTI))
+    assert max(abs(float(x[0]) - float(y[0])) for x, y in zip(a, b)) < 1e-4
+    assert max(abs(x[0].first_token_logprob - y[0].first_token_logprob) for x, y in zip(a, b)) < 1e-4
+    assert [x[1] for x in a] == [y[1] for y in b]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_decoder_pass_per_doc_and_one_encoding_per_clip(get_lm, arch):
+    lm = get_lm(arch, 1, fresh=True)
+    reqs = _requests(SINGLE)
+    lm.loglikelihood(reqs)
+    assert lm.engine.decoder_calls == len(DOCS)  # all choices of a doc share one pass
+    assert lm.engine.encoder_calls == len(CLIPS)  # each distinct clip encoded once
+    lm.loglikelihood(_requests(SINGLE))
+    assert lm.engine.encoder_calls == len(CLIPS)  # cached encodings are reused
+
+
+def test_voxtral_window_token_count(get_lm):
+    """375 placeholders per 30-s window, equal to what the model's own encoder + projector produce."""
+    lm = get_lm("voxtral", 2)
+    proc, model = lm.processor, lm.model
+    prompt = lm.engine.render_chat("Hi", n_audio=1)
+    assert prompt.startswith("<s>[INST][BEGIN_AUDIO][AUDIO]Hi[/INST]")
+    for seconds, windows in ((1.1, 1), (30.0, 1), (31.0, 2)):
+        wav = np.zeros(int(SR * seconds), dtype=np.float32)
+        out = proc(text=[prompt], audio=[wav], sampling_rate=SR, return_tensors="pt")
+        assert tuple(out["input_features"].shape) == (windows, 128, 3000)
+        n = int((out["input_ids"] == model.config.audio_token_id).sum())
+        assert n == 375 * windows
+        with torch.no_grad():
+            emb = model.get_audio_features(out["input_features"]).pooler_output
+        assert emb.shape[0] == n
+    assert lm.spec.extra["audio_window_s"] == 30.0  # the engine gives each clip one window
+
+
+def test_qwen2_5_omni_positions_equal_get_rope_index(get_lm):
+    """The engine's sequential positions (3 equal rows) are the model's own M-RoPE positions for
+    audio + text prompts, also for a left-padded batch of prompts of different lengths."""
+    lm = get_lm("qwen2_5_omni", 2)
+    eng = lm.engine
+    toks = [eng.tokenize(eng.render_chat(PROMPTS[0]["user_prompt"], assistant_prefix="The answer is"), [CLIPS[0]]),
+            eng.tokenize(eng.render_chat("", assistant_prefix="The"), [CLIPS[1]])]
+    prep = eng.prepare(toks)
+    assert prep.position_ids.shape == (3, 2, prep.seq_len)
+    seqlens = torch.cat([t.features["feature_attention_mask"].sum(-1) for t in toks])
+    pos, _ = lm.model.model.get_rope_index(prep.input_ids, None, None, prep.attention_mask, False, seqlens)
+    real = prep.attention_mask.bool()
+    for r in range(3):
+        assert torch.equal(pos[r][real], prep.position_ids[r][real])
