@@ -1,0 +1,296 @@
+"""Figures of the analyses (matplotlib, Agg backend), each written as PNG and SVG.
+
+Files are written atomically and reproducibly (no dates in the metadata, fixed SVG id salt), so a rerun on
+the same numbers gives byte-identical files.
+
+* ``layer_curves``: information score vs layer, one panel per attribute (track), one line per prompt format
+  (AudioLens Fig. 2);
+* ``correct_wrong``: correct vs incorrect items (Fig. 3, two y-axes);
+* ``positions``: last vs penultimate vs last-with-audio-masked (Fig. 4);
+* ``rr_layers``: recovery rate vs layer, one line per model/task (causal tracing Fig. 2);
+* ``token_heatmap``: token (or segment) x layer recovery-rate map (Fig. 3);
+* ``head_corr``: head correlation heatmap (layers x heads), specialists marked;
+* ``sweep``: accuracy vs steering strength, specialists vs random head sets (mean +- std).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["save_figure", "layer_curves", "correct_wrong", "positions", "rr_layers", "token_heatmap", "head_corr",
+           "sweep", "lens_figures", "trace_figures", "heads_figures", "sweep_figures"]
+
+_RC = {"svg.hashsalt": "audio-lalm-lab", "svg.fonttype": "path", "figure.dpi": 100, "font.size": 9}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, stem: str | Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg`` atomically; closes the figure."""
+    from analysis.atomic import atomic_write_bytes
+
+    plt = _plt()
+    stem = Path(stem)
+    paths = []
+    with plt.rc_context(_RC):
+        for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, metadata=meta, bbox_inches="tight")
+            paths.append(atomic_write_bytes(stem.with_suffix("." + ext), buf.getvalue()))
+    plt.close(fig)
+    return paths
+
+
+def _arr(v: Sequence[Any] | None) -> np.ndarray:
+    return np.asarray([np.nan if x is None else x for x in (v or [])], dtype=float)
+
+
+def _grid(n: int, w: float = 3.4, h: float = 2.6):
+    plt = _plt()
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def layer_curves(tasks: Sequence[Mapping[str, Any]], title: str = "", position: str = "last") -> Any:
+    """``tasks``: dicts with track, prompt, info {position: [I^l]}, n_labels."""
+    tracks = sorted({t["track"] for t in tasks})
+    fig, axes = _grid(len(tracks))
+    for ax, tr in zip(axes, tracks):
+        for t in sorted((t for t in tasks if t["track"] == tr), key=lambda t: t["prompt"]):
+            y = _arr(t["info"].get(position))
+            ax.plot(np.arange(len(y)), y, marker=".", label=t["prompt"] or t.get("task", ""))
+        nl = next(t["n_labels"] for t in tasks if t["track"] == tr)
+        ax.axhline(1.0 / nl, color="gray", ls=":", lw=1, label="chance")
+        ax.set_title(tr)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("information score")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position: str = "last") -> Any:
+    fig, axes = _grid(len(tasks))
+    for ax, t in zip(axes, tasks):
+        yc = _arr(t["info_correct"].get(position))
+        yw = _arr(t["info_incorrect"].get(position))
+        x = np.arange(max(len(yc), len(yw)))
+        ax.plot(x[: len(yc)], yc, color="tab:green", marker=".", label=f"correct (n={t.get('n_correct', '?')})")
+        ax.set_ylabel("score (correct)", color="tab:green")
+        ax2 = ax.twinx()
+        nw = t.get("n", 0) - t.get("n_correct", 0)
+        ax2.plot(x[: len(yw)], yw, color="tab:red", marker=".", label=f"incorrect (n={nw})")
+        ax2.set_ylabel("score (incorrect)", color="tab:red")
+        ax.set_title(t.get("task", ""))
+        ax.set_xlabel("layer")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    fig, axes = _grid(len(tasks))
+    style = {"last": ("tab:pink", "last token"), "penultimate": ("tab:blue", "penultimate token"),
+             "masked_last": ("tab:gray", "last token, audio masked")}
+    for ax, t in zip(axes, tasks):
+        for k, (c, lab) in style.items():
+            if k in t["info"]:
+                y = _arr(t["info"][k])
+                ax.plot(np.arange(len(y)), y, color=c, marker=".", label=lab)
+        ax.axhline(1.0 / t["n_labels"], color="black", ls=":", lw=1)
+        ax.set_title(t.get("task", ""))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("information score")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def rr_layers(series: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
+    """``series``: label -> {"mean": [...], "sem": [...]} (RR for layers 1..L)."""
+    plt = _plt()
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for label, st in series.items():
+        y = _arr(st.get("mean"))
+        x = np.arange(1, len(y) + 1)
+        ax.plot(x, y, marker=".", label=label)
+        if st.get("sem"):
+            e = np.nan_to_num(_arr(st["sem"]))
+            ax.fill_between(x, y - e, y + e, alpha=0.2)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.axhline(1, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("recovery rate")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def token_heatmap(matrix: Sequence[Sequence[Any]], row_labels: Sequence[str], title: str = "",
+                  col_start: int = 1) -> Any:
+    """(rows x layers) recovery-rate map; layers numbered from ``col_start``."""
+    plt = _plt()
+    M = np.asarray([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * M.shape[1] + 2.5), max(2.0, 0.22 * M.shape[0] + 1.2)))
+    vmax = max(1.0, float(np.nanmax(np.abs(M)))) if np.isfinite(M).any() else 1.0
+    im = ax.imshow(M, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_yticks(range(len(row_labels)))
+    ax.set_yticklabels([repr(s)[1:-1] for s in row_labels], fontsize=7)
+    step = max(1, M.shape[1] // 16)
+    ax.set_xticks(range(0, M.shape[1], step))
+    ax.set_xticklabels([str(col_start + i) for i in range(0, M.shape[1], step)])
+    ax.set_xlabel("layer")
+    fig.colorbar(im, ax=ax, label="recovery rate")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def head_corr(r: Sequence[Sequence[float]], specialists: Sequence[Mapping[str, Any]] = (), title: str = "") -> Any:
+    plt = _plt()
+    R = np.asarray(r, dtype=float)
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.22 * R.shape[1] + 2.5), max(3.0, 0.18 * R.shape[0] + 1.5)))
+    vmax = float(np.nanmax(np.abs(R))) if R.size and np.nanmax(np.abs(R)) > 0 else 1.0
+    im = ax.imshow(R, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
+                   extent=(-0.5, R.shape[1] - 0.5, R.shape[0] + 0.5, 0.5))
+    for s in specialists:
+        ax.scatter([s["head"]], [s["layer"]], marker="s", facecolors="none", edgecolors="black", s=40)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    fig.colorbar(im, ax=ax, label="point-biserial r (audio mass vs correct)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, float]] = (), title: str = "",
+          extra: Mapping[str, Mapping[Any, float]] | None = None) -> Any:
+    """Accuracy vs strength: ``specialist`` {alpha: acc}, ``random`` list of {alpha: acc} (mean +- std)."""
+    plt = _plt()
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(5.0, 3.4))
+
+    def xy(d):
+        ks = sorted(d, key=float)
+        return np.array([float(k) for k in ks]), np.array([float(d[k]) for k in ks])
+
+    if specialist:
+        x, y = xy(specialist)
+        ax.plot(x, y, marker="o", color="tab:blue", label="specialist heads")
+    if random:
+        ks = sorted(set.intersection(*[set(map(float, d)) for d in random]))
+        vals = np.array([[float({float(k): v for k, v in d.items()}[k]) for k in ks] for d in random])
+        m, s = vals.mean(0), (vals.std(0, ddof=1) if len(random) > 1 else np.zeros(len(ks)))
+        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3, label=f"random heads (n={len(random)})")
+    for label, d in (extra or {}).items():
+        x, y = xy(d)
+        ax.plot(x, y, marker=".", ls="--", label=label)
+    ax.set_xlabel("steering strength")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---- from summary files -----------------------------------------------------------------------------------
+
+
+def _short(model: str) -> str:
+    return Path(str(model).rstrip("/")).name or str(model)
+
+
+def lens_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    tasks = [dict(v, task=k) for k, v in summary["tasks"].items()]
+    if not tasks:
+        return []
+    name = _short(summary.get("meta", {}).get("model", ""))
+    paths = []
+    paths += save_figure(layer_curves(tasks, f"{name}: information score at the last token"), out / "lens_layers")
+    paths += save_figure(correct_wrong(tasks, f"{name}: correct vs incorrect"), out / "lens_correct_wrong")
+    paths += save_figure(positions(tasks, f"{name}: token positions"), out / "lens_positions")
+    return paths
+
+
+def trace_figures(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
+    """RR vs layer (all models/tasks in one plot) and one token x layer heatmap per model x task."""
+    out = Path(out_dir)
+    series, paths = {}, []
+    for sm in summaries:
+        model = _short(sm.get("meta", {}).get("model", ""))
+        for task, st in sm["tasks"].items():
+            if st.get("layer"):
+                series[f"{model} {task}" if len(summaries) > 1 else task] = st["layer"]
+            pos = st.get("positions")
+            if pos:
+                labels = pos["tokens"] if pos.get("tokens") else [str(p) for p in pos["rel_positions"]]
+                if pos.get("segments"):
+                    labels = [f"{t} [{s}]" for t, s in zip(labels, pos["segments"])]
+                stem = f"trace_tokens_{task}" if len(summaries) == 1 else f"trace_tokens_{model}_{task}"
+                paths += save_figure(token_heatmap(pos["mean"], labels, f"{model} {task}: token-wise RR"), out / stem)
+            segs = st.get("segments")
+            if segs:
+                names = list(segs)
+                stem = f"trace_segments_{task}" if len(summaries) == 1 else f"trace_segments_{model}_{task}"
+                paths += save_figure(token_heatmap([segs[k]["mean"] for k in names], names,
+                                                   f"{model} {task}: RR by segment"), out / stem)
+    if series:
+        paths += save_figure(rr_layers(series, "layer-wise tracing"), out / "trace_rr_layers")
+    return paths
+
+
+def heads_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    name = _short(summary.get("meta", {}).get("model", ""))
+    return save_figure(head_corr(summary["r"], summary.get("specialists", ()), f"{name}: head correlations"),
+                       out / "heads_corr")
+
+
+def sweep_figures(artifact: Mapping[str, Any], controls: Mapping[str, Any] | None, out_dir: str | Path) -> list[Path]:
+    """Layer-guided sweep of a calibration artifact with its random-head controls (if any)."""
+    out = Path(out_dir)
+    spec = (artifact.get("layer_guided") or {}).get("sweep")
+    rand = list((controls or {}).get("random", {}).values())
+    extra = {}
+    for k in ("head", "enrich", "single_layer"):
+        if (artifact.get(k) or {}).get("sweep"):
+            extra[k] = artifact[k]["sweep"]
+    if not spec and not rand and not extra:
+        return []
+    name = _short((artifact.get("meta") or {}).get("model_id", ""))
+    return save_figure(sweep(spec, rand, f"{name}: steering strength (calibration split)", extra), out / "sweep")
