@@ -33,9 +33,10 @@ SR = 16000
 CONFIGS: dict[str, dict[str, Any]] = {
     # text: hidden, layers, heads, kv heads, intermediate, vocab; audio encoder: d_model, layers, heads, ffn
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=4, inter=128, vocab=None, a_dim=32, a_layers=1,
-                 a_heads=2, a_ffn=64, dtype="float32", docs=2, batch=2, repeats=1, scaling_docs=2),
+                 a_heads=2, a_ffn=64, dtype="float32", docs=2, batch=2, repeats=1, scaling_docs=2, warmup=False,
+                 tasks=("gender", "animal"), scaling=False),
     "small": dict(hidden=512, layers=8, heads=8, kv_heads=8, inter=1376, vocab=8192, a_dim=256, a_layers=2,
-                  a_heads=4, a_ffn=1024, dtype="float32", docs=8, batch=8, repeats=2, scaling_docs=8),
+                  a_heads=4, a_ffn=1024, dtype="float32", docs=8, batch=8, repeats=1, scaling_docs=4),
     "full": dict(hidden=4096, layers=32, heads=32, kv_heads=32, inter=11008, vocab=156032, a_dim=1280,
                  a_layers=32, a_heads=20, a_ffn=5120, dtype="bfloat16", docs=64, batch=16, repeats=3,
                  scaling_docs=32),
@@ -195,9 +196,13 @@ def make_items(engine, task: str, clips: list[np.ndarray], prompt: str = "p3", l
 
 # ---- timing ----------------------------------------------------------------------------------------------
 
+WARMUP = True
+
+
 def timed(device: str, fn: Callable[[], Any], repeats: int) -> float:
     """Median wall seconds of ``fn`` over ``repeats`` runs (after one warm-up run)."""
-    fn()
+    if WARMUP:
+        fn()
     ts = []
     for _ in range(repeats):
         _sync(device)
@@ -360,6 +365,9 @@ def run_bench(args) -> dict[str, Any]:
     if args.batch:
         cfg["batch"] = args.batch
     dev = args.device
+    global WARMUP
+    WARMUP = cfg.get("warmup", True)
+    tasks = cfg.get("tasks", tuple(TASKS))
     if dev == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
@@ -373,7 +381,7 @@ def run_bench(args) -> dict[str, Any]:
     peak = matmul_peak(dev, dtype)
     R, B, N = cfg["repeats"], cfg["batch"], cfg["docs"]
     rng = np.random.default_rng(0)
-    clips = {t: [make_clip(rng, s, t) for s in clip_lengths(rng, TASKS[t][3], N)] for t in TASKS}
+    clips = {t: [make_clip(rng, s, t) for s in clip_lengths(rng, TASKS[t][3], N)] for t in tasks}
     res: dict[str, Any] = {"config": args.config, "model": {k: v for k, v in cfg.items()},
                            "params": param_counts(engine), "device": dev, "dtype": str(dtype),
                            "peak_tflops": peak, "peak_source": "measured dense matmul in-process",
@@ -388,12 +396,12 @@ def run_bench(args) -> dict[str, Any]:
 
     # ---- T1 ------------------------------------------------------------------------------------------------
     t1: dict[str, Any] = {}
-    items_by_task = {t: make_items(engine, t, clips[t]) for t in TASKS}
+    items_by_task = {t: make_items(engine, t, clips[t]) for t in tasks}
     for task, items in items_by_task.items():
         reset_mem(dev)
         s = timed(dev, lambda: ours(engine, items, B), R)
         row = {"choices": len(items[0].continuations), "ours": entry(s, N, flops_ours(fl, items, B))}
-        if task in ("gender", "animal") or args.config == "tiny":
+        if task in ("gender", "animal"):
             reset_mem(dev)
             sb = timed(dev, lambda: baseline_per_choice(engine, proc, items), 1)
             row["per_choice_batch1"] = entry(sb, N, flops_per_choice(fl, items))
@@ -420,12 +428,13 @@ def run_bench(args) -> dict[str, Any]:
         for its in cfg_items:
             ours(engine, its, B)
 
+    runs = R + (1 if WARMUP else 0)
     e0 = engine.encoder_calls
     s_sh = timed(dev, shared, R)
-    enc_shared = (engine.encoder_calls - e0) // (R + 1)
+    enc_shared = (engine.encoder_calls - e0) // runs
     e0 = engine.encoder_calls
     s_ind = timed(dev, independent, R)
-    enc_ind = (engine.encoder_calls - e0) // (R + 1)
+    enc_ind = (engine.encoder_calls - e0) // runs
     s_one = statistics.mean(timed(dev, lambda its=its: ours(engine, its, B), R) for its in cfg_items)
     res["T2"] = {"k": 3, "shared_seconds": s_sh, "independent_seconds": s_ind, "one_config_seconds": s_one,
                  "cost_ratio_k3": s_sh / s_one, "independent_ratio_k3": s_ind / s_one,
@@ -465,7 +474,7 @@ def run_bench(args) -> dict[str, Any]:
     res["batch_auto"] = batch_auto_check(tok_dir, dev, clips["gender"][:2])
 
     # ---- scaling (small models / the chosen config) -----------------------------------------------------------
-    if not args.no_scaling:
+    if cfg.get("scaling", True) and not args.no_scaling:
         res["scaling"] = scaling(cfg, dev, tok_dir, engine, args)
     res["peak_mem_mb_process"] = peak_mem_mb(dev)
     res["total_seconds"] = time.perf_counter() - t_start
