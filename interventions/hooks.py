@@ -20,6 +20,7 @@ import torch
 from .specs import ArchSpec
 
 __all__ = [
+    "stop_after",
     "layer_hook",
     "capture_residual",
     "edit_residual",
@@ -233,3 +234,28 @@ def eager_attention(model: torch.nn.Module, spec: ArchSpec) -> Iterator[None]:
         yield
     finally:
         model.set_attn_implementation({spec.text_config: old})
+
+
+class _StopForward(Exception):
+    pass
+
+
+@contextmanager
+def stop_after(model: torch.nn.Module, spec: ArchSpec, layer: int) -> Iterator[None]:
+    """Abort the forward pass right after decoder block ``layer`` (the rest is not computed).
+
+    Used for auxiliary passes that only need states up to some layer (e.g. the silence pass of
+    steering): ``with stop_after(m, s, l): engine.run(prep)`` returns normally without outputs.
+    """
+    mod = spec.layer_modules(model)[layer - 1]
+
+    def hook(_m, _i, _o):
+        raise _StopForward
+
+    handle = mod.register_forward_hook(hook)  # appended: runs after capture hooks of this layer
+    try:
+        yield
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()

@@ -120,14 +120,20 @@ class Enrich(_Base):
         return {"steer": self.name, "source_layer": self.source_layer, "gap": self.gap, "lam": self.lam}
 
 
-def _silence_pass(engine, toks, positions, layers=(), head_layers=()):
-    """Run the unsteered matched-duration silence pass; capture residuals / head inputs."""
-    prep_s = engine.prepare(toks, silence=True)
+def _partial_pass(engine, prep, positions, layers=(), head_layers=()):
+    """An unsteered pass that stops after the deepest layer it needs; captures residuals / head inputs."""
+    deepest = max(list(layers) + list(head_layers))
     with ExitStack() as st:
         res = st.enter_context(hooks.capture_residual(engine.model, engine.spec, list(layers), positions))
         heads = st.enter_context(hooks.capture_head_inputs(engine.model, engine.spec, list(head_layers), positions))
-        engine.run(prep_s)
+        with hooks.stop_after(engine.model, engine.spec, deepest):
+            engine.run(prep)
     return res, heads
+
+
+def _silence_pass(engine, toks, positions, layers=(), head_layers=()):
+    """The unsteered matched-duration silence pass (stops after the deepest layer needed)."""
+    return _partial_pass(engine, engine.prepare(toks, silence=True), positions, layers, head_layers)
 
 
 @dataclass
@@ -181,8 +187,7 @@ class HeadSteer(_Base):
         _, sil = _silence_pass(engine, toks, positions, head_layers=sorted(by_layer))
         # Per-head outputs of the *unsteered* audio pass (the paper caches them): an edit in an
         # earlier specialist layer must not change the delta of a later one.
-        with hooks.capture_head_inputs(engine.model, engine.spec, sorted(by_layer), positions) as aud:
-            engine.run(prep)
+        _, aud = _partial_pass(engine, prep, positions, head_layers=sorted(by_layer))
         D = engine.spec.head_dim(engine.model)
         for l, hs in by_layer.items():
             def fn(_heads_now: torch.Tensor, W: torch.Tensor, l=l, hs=hs) -> torch.Tensor:

@@ -1,0 +1,156 @@
+"""End-to-end offline demo on the embedded reference model: ``python -m analysis demo --out DIR``.
+
+Everything runs on CPU in a few minutes, with no download: the synthetic SAKURA-format dataset
+(:func:`audio_tasks.synthetic.ensure_dataset`), the embedded reference model (``audio_lalm`` without
+``pretrained``) and the ``demo`` tasks (``demo_gender``, ``demo_language``, ``demo_emotion``, ``demo_animal``).
+
+Steps (outputs under ``DIR``):
+
+1. ``calibration/``: :func:`audio_tasks.calibration.run_calibration` on the *calibration* split of the demo tasks;
+2. ``lm_eval/none/`` and ``lm_eval/layer_guided/``: ``lm_eval.simple_evaluate`` (``log_samples``, written by
+   ``EvaluationTracker`` exactly like ``--output_path``) on the *evaluation* split, without steering and with
+   ``steer=layer_guided,calibration=DIR/calibration``;
+3. ``lens/``, ``trace/``, ``heads/``: the analyses of ``python -m analysis lens|trace|heads`` (skipped with a
+   note when a module is not available);
+4. ``report.md``: ``python -m analysis report`` over the analysis folders, plus ``demo_summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+TASKS = ["demo_gender", "demo_language", "demo_emotion", "demo_animal"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--limit", type=int, default=24, help="documents per task for lm-eval runs (default %(default)s)")
+    p.add_argument("--analysis_limit", type=int, default=8,
+                   help="documents per task for lens / trace / heads (default %(default)s)")
+    p.add_argument("--calibration_limit", type=int, default=24,
+                   help="calibration documents per task (default %(default)s)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--skip_analyses", action="store_true", help="only calibration + the two lm-eval runs")
+    p.add_argument("--device", default="cpu")
+
+
+def _step(name: str, t0: float) -> None:
+    print(f"[demo] {name} ({time.time() - t0:.0f}s)", flush=True)
+
+
+def _evaluate(model_args: str, out: Path, limit: int | None, batch_size: int) -> dict:
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(out))
+    res = lm_eval.simple_evaluate(model="audio_lalm", model_args=model_args, tasks=["demo"], limit=limit,
+                                  batch_size=batch_size, log_samples=True, evaluation_tracker=tracker)
+    if res is None:
+        return {}
+    samples = res.pop("samples", {})
+    tracker.save_results_aggregated(results=res, samples=samples)
+    for task in res.get("configs", {}):
+        if task in samples:
+            tracker.save_results_samples(task=task, samples=samples[task])
+    return {t: {k: v for k, v in r.items() if k.startswith(("acc", "balanced_acc")) and "stderr" not in k
+                and not k.startswith("acc_label")}
+            for t, r in res.get("results", {}).items()}
+
+
+def _analysis(argv: list[str]) -> int:
+    from analysis.runner import main as runner_main
+
+    print("[demo] python -m analysis " + " ".join(argv), flush=True)
+    return int(runner_main(argv) or 0)
+
+
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    if isinstance(argv, argparse.Namespace):
+        args = argv
+    else:
+        p = argparse.ArgumentParser(prog="python -m analysis demo", description=__doc__.split("\n")[0])
+        add_arguments(p)
+        args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    t0 = time.time()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    from audio_tasks.synthetic import ensure_dataset
+
+    data_root = ensure_dataset()
+    _step(f"synthetic dataset at {data_root}", t0)
+
+    # 1. calibration (calibration split of the demo tasks)
+    from audio_tasks.calibration import run_calibration
+    from audio_tasks.model import AudioLALM
+
+    lm = AudioLALM(device=args.device, dtype="float32", steer="none")
+    cal_dir = out / "calibration"
+    run_calibration(lm, TASKS, cal_dir, metadata={"split": "calibration"}, kinds=("layer_guided",),
+                    limit=args.calibration_limit, batch_size=args.batch_size, progress=False)
+    del lm
+    _step(f"calibration written to {cal_dir}", t0)
+
+    # 2. lm-eval without and with steering
+    summary: dict = {"out": str(out), "tasks": TASKS, "limit": args.limit}
+    runs = {"none": f"device={args.device},dtype=float32",
+            "layer_guided": f"device={args.device},dtype=float32,steer=layer_guided,calibration={cal_dir}"}
+    summary["lm_eval"] = {}
+    for name, margs in runs.items():
+        summary["lm_eval"][name] = _evaluate(margs, out / "lm_eval" / name, args.limit, args.batch_size)
+        _step(f"lm-eval steer={name} -> {out / 'lm_eval' / name}", t0)
+
+    # 3. analyses (if the modules exist)
+    folders = []
+    if not args.skip_analyses:
+        import importlib.util
+
+        common = ["--model_args", f"device={args.device},dtype=float32", "--tasks", ",".join(TASKS),
+                  "--limit", str(args.analysis_limit), "--batch_size", str(args.batch_size), "--no_progress"]
+        plan = [("lens", "analysis.lens", ["--split", "evaluation"]),
+                ("trace", "analysis.tracing", ["--split", "evaluation"]),
+                ("heads", "analysis.heads", ["--n_random", "2", "--K", "4"])]
+        for cmd, mod, extra in plan:
+            if importlib.util.find_spec(mod) is None:
+                print(f"[demo] {mod} not available: skipping {cmd}", flush=True)
+                summary.setdefault("skipped", []).append(cmd)
+                continue
+            try:
+                rc = _analysis([cmd, *common, *extra, "--out", str(out / cmd)])
+            except Exception as e:  # keep the demo going; the summary records the failure
+                rc = f"error: {type(e).__name__}: {e}"
+            summary.setdefault("analyses", {})[cmd] = rc
+            if rc == 0:
+                folders.append(str(out / cmd))
+            _step(f"{cmd} -> {out / cmd} (rc={rc})", t0)
+
+    # 4. report
+    report = out / "report.md"
+    if folders and importlib.util.find_spec("analysis.report") is not None:
+        try:
+            rc = _analysis(["report", *folders, "--out", str(report)])
+        except Exception as e:
+            rc = f"error: {type(e).__name__}: {e}"
+        summary["report_rc"] = rc
+    if not report.exists():
+        lines = ["# Demo report (reference model, synthetic demo tasks)", ""]
+        for name, res in summary["lm_eval"].items():
+            lines.append(f"## lm-eval, steer={name}")
+            for t, r in res.items():
+                lines.append(f"- {t}: " + ", ".join(f"{k}={v:.3f}" for k, v in r.items() if isinstance(v, float)))
+            lines.append("")
+        report.write_text("\n".join(lines) + "\n")
+    summary["seconds"] = round(time.time() - t0, 1)
+    summary["report"] = str(report)
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"[demo] done in {summary['seconds']}s; report: {report}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Demo task YAMLs (synthetic SAKURA-format data for the embedded reference model)."""
