@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--skip_analyses", action="store_true", help="only calibration + the two lm-eval runs")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--pretrained", default=None, help="model directory (default: the embedded reference model)")
 
 
 def _step(name: str, t0: float) -> None:
@@ -89,7 +90,9 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     from audio_tasks.calibration import run_calibration
     from audio_tasks.model import AudioLALM
 
-    lm = AudioLALM(device=args.device, dtype="float32", steer="none")
+    base = f"device={args.device},dtype=float32" + (f",pretrained={args.pretrained}" if args.pretrained else "")
+    lm = AudioLALM(**({"pretrained": args.pretrained} if args.pretrained else {}), device=args.device,
+                   dtype="float32", steer="none")
     cal_dir = out / "calibration"
     run_calibration(lm, TASKS, cal_dir, metadata={"split": "calibration"}, kinds=("layer_guided",),
                     limit=args.calibration_limit, batch_size=args.batch_size, progress=False)
@@ -98,8 +101,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
 
     # 2. lm-eval without and with steering
     summary: dict = {"out": str(out), "tasks": TASKS, "limit": args.limit}
-    runs = {"none": f"device={args.device},dtype=float32",
-            "layer_guided": f"device={args.device},dtype=float32,steer=layer_guided,calibration={cal_dir}"}
+    runs = {"none": base, "layer_guided": f"{base},steer=layer_guided,calibration={cal_dir}"}
     summary["lm_eval"] = {}
     for name, margs in runs.items():
         summary["lm_eval"][name] = _evaluate(margs, out / "lm_eval" / name, args.limit, args.batch_size)
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     if not args.skip_analyses:
         import importlib.util
 
-        common = ["--model_args", f"device={args.device},dtype=float32", "--tasks", ",".join(TASKS),
+        common = ["--model_args", base, "--tasks", ",".join(TASKS),
                   "--limit", str(args.analysis_limit), "--batch_size", str(args.batch_size), "--no_progress"]
         plan = [("lens", "analysis.lens", ["--split", "evaluation"]),
                 ("trace", "analysis.tracing", ["--split", "evaluation"]),

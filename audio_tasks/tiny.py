@@ -1,8 +1,12 @@
-"""Tiny offline models: ``python -m audio_tasks.tiny --arch qwen2_audio --out DIR``.
+"""Tiny offline models: ``python -m audio_tasks.tiny --arch {qwen2_audio,voxtral,qwen2_5_omni} --out DIR``.
 
 Writes a ``from_pretrained``-loadable directory (random weights, a few layers, an offline-built
 byte-level BPE tokenizer holding every special token the chat template and processor need, the
 feature extractor and the processor).  Tests, CI, docs and anyone without a GPU use these.
+
+Voxtral and Qwen2.5-Omni use processors defined here (``TinyVoxtralProcessor``,
+``TinyQwen2_5OmniProcessor``) and registered with transformers' ``AutoProcessor`` when this module is
+imported; their specs list this module in ``processor_imports`` so the loader imports it first.
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ VOXTRAL_CHAT_TEMPLATE = (
 
 
 def _processor_classes():
-    """Define the tiny processors lazily-importable but once (transformers is imported here)."""
+    """Define the offline processors and register them with ``AutoProcessor`` (runs once, at import)."""
     import numpy as np
     from transformers import AutoProcessor
     from transformers.feature_extraction_utils import BatchFeature

@@ -40,6 +40,7 @@ def _inputs(lm, prompt, wave):
     return lm.processor(text=[prompt], audio=[wave], sampling_rate=16000, return_tensors="pt")
 
 
+@torch.no_grad()
 def _reference_lens(lm, hidden_states, pos: int, ids) -> np.ndarray:
     """(L+1, C) log-probs: norm + lm_head applied by hand, except on the last (already normed) entry."""
     model = lm.model

@@ -1,0 +1,151 @@
+"""``python -m analysis``: resumable runs (killed + restarted == uninterrupted), report, critical, dispatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from analysis import runner
+from analysis.atomic import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("SAKURA_SAMPLE_ROOT") or REPO.parent / "shared" / "sakura-sample")
+
+
+def _sakura_tasks() -> bool:
+    try:
+        from lm_eval.tasks import TaskManager
+
+        return "sakura_gender" in TaskManager(include_defaults=False).all_tasks
+    except Exception:
+        return False
+
+
+needs_tasks = pytest.mark.skipif(not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks(),
+                                 reason="SAKURA sample or the sakura_* lm-eval tasks are not available")
+
+
+def _args(cmd, model_dir, out, *extra, limit=6):
+    return [cmd, "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", "sakura_gender",
+            "--metadata", json.dumps({"data_root": str(SAMPLE)}), "--limit", str(limit), "--out", str(out),
+            "--no_progress", *extra]
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _interrupted(monkeypatch, argv, after: int):
+    monkeypatch.setenv(runner.FAIL_AFTER_ENV, str(after))
+    with pytest.raises(runner.SimulatedInterruption):
+        runner.main(argv)
+    monkeypatch.delenv(runner.FAIL_AFTER_ENV)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_qwen2_audio_dir):
+    """Uninterrupted lens / trace / heads runs, shared by the tests below."""
+    if not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks():
+        pytest.skip("SAKURA sample or the sakura_* lm-eval tasks are not available")
+    root = tmp_path_factory.mktemp("analysis_runs")
+    m = tiny_qwen2_audio_dir
+    assert runner.main(_args("lens", m, root / "lens", "--batch_size", "4")) == 0
+    assert runner.main(_args("trace", m, root / "trace", "--rows", "32")) == 0
+    assert runner.main(_args("heads", m, root / "heads", "--batch_size", "4", "--K", "3", "--n_random", "3",
+                             limit=5)) == 0
+    return root
+
+
+@needs_tasks
+def test_lens_killed_and_restarted_equals_uninterrupted(runs, tmp_path, monkeypatch, tiny_qwen2_audio_dir):
+    argv = _args("lens", tiny_qwen2_audio_dir, tmp_path / "lens", "--batch_size", "4")
+    _interrupted(monkeypatch, argv, 3)  # dies inside the first batch of 4
+    assert len(read_jsonl(tmp_path / "lens" / "lens_records.jsonl")) == 3
+    assert not (tmp_path / "lens" / "lens_summary.json").exists()
+    assert runner.main(argv) == 0
+    a, b = _files(runs / "lens"), _files(tmp_path / "lens")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
+    sm = json.loads((runs / "lens" / "lens_summary.json").read_text())
+    meta = sm["meta"]
+    for key in ("model", "revision", "tasks", "split", "seed", "package_version"):
+        assert key in meta
+    t = sm["tasks"]["sakura_gender"]
+    assert t["n"] == 6 and t["prompt"] == "p3" and set(t["info"]) == {"last", "penultimate", "masked_last"}
+    assert {"lens_info.csv", "critical.csv", "figures/lens_layers.png", "figures/lens_layers.svg"} <= set(a)
+    # a rerun with other settings into the same folder is refused
+    with pytest.raises(SystemExit):
+        runner.main(_args("lens", tiny_qwen2_audio_dir, tmp_path / "lens", "--batch_size", "2"))
+
+
+@needs_tasks
+def test_trace_truncated_records_resume(runs, tmp_path, tiny_qwen2_audio_dir):
+    src = runs / "trace"
+    out = tmp_path / "trace"
+    out.mkdir()
+    shutil.copy(src / "trace_run.json", out / "trace_run.json")
+    lines = (src / "trace_records.jsonl").read_bytes().split(b"\n")
+    # two complete records and half of the third, as a kill during a write leaves it
+    (out / "trace_records.jsonl").write_bytes(b"\n".join(lines[:2]) + b"\n" + lines[2][: len(lines[2]) // 2])
+    assert runner.main(_args("trace", tiny_qwen2_audio_dir, out, "--rows", "32")) == 0
+    a, b = _files(src), _files(out)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
+    sm = json.loads((src / "trace_summary.json").read_text())["tasks"]["sakura_gender"]
+    ex = sm["exclusions"]
+    assert sm["n"] == 6 and sm["n_included"] == 6 - ex["excluded"]
+    recs = read_jsonl(src / "trace_records.jsonl")
+    for r in recs:
+        assert ("layer_rr" in r) == (not r["excluded"])
+
+
+@needs_tasks
+def test_heads_killed_and_restarted_equals_uninterrupted(runs, tmp_path, monkeypatch, tiny_qwen2_audio_dir):
+    argv = _args("heads", tiny_qwen2_audio_dir, tmp_path / "heads", "--batch_size", "4", "--K", "3",
+                 "--n_random", "3", limit=5)
+    _interrupted(monkeypatch, argv, 6)  # calibration split done, evaluation split cut short
+    assert runner.main(argv) == 0
+    a, b = _files(runs / "heads"), _files(tmp_path / "heads")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
+    sm = json.loads((runs / "heads" / "heads_summary.json").read_text())
+    assert sm["K"] == 3 and len(sm["specialists"]) == 3 and sm["calibration"]["n"] == 5
+    assert sm["evaluation"]["n"] == 5 and len(sm["evaluation"]["random_auc"]["values"]) == 3
+    assert {"head_corr.csv", "heads_scores.csv", "figures/heads_corr.png"} <= set(a)
+
+
+@needs_tasks
+def test_report_and_critical(runs, tmp_path):
+    assert runner.main(["critical", str(runs / "lens"), "--out", str(tmp_path / "crit")]) == 0
+    tabs = json.loads((tmp_path / "crit" / "critical_tables.json").read_text())
+    assert {r["position"] for r in tabs["rows"]} == {"last", "penultimate", "masked_last"}
+    assert runner.main(["report", str(runs), str(tmp_path / "crit"), "--out", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    for title in ("## Logit lens", "## Causal tracing", "## Audio-specialist heads", "## Critical layers"):
+        assert title in text
+    for link in [ln.split("](")[1].rstrip(")") for ln in text.splitlines() if ln.startswith("![")]:
+        assert (tmp_path / link).exists(), link
+
+
+def test_dispatch_and_metadata(capsys):
+    assert runner.parse_metadata(['{"data_root": "/x", "split_seed": 1}']) == {"data_root": "/x", "split_seed": 1}
+    assert runner.parse_metadata(["data_root=/x", "split_seed=2"]) == {"data_root": "/x", "split_seed": 2}
+    for cmd in ("regress", "leaderboard", "compare"):
+        try:
+            __import__(runner.LAZY[cmd][0])
+        except ImportError:
+            assert runner.main([cmd]) == 2
+            continue
+        with pytest.raises(SystemExit) as e:
+            runner.main([cmd, "--help"])
+        assert e.value.code == 0
+    try:
+        import analysis.demo  # noqa: F401
+    except ImportError:
+        assert runner.main(["demo"]) == 2
+    for cmd in ("lens", "trace", "heads", "calibrate", "critical", "report"):
+        with pytest.raises(SystemExit) as e:
+            runner.main([cmd, "--help"])
+        assert e.value.code == 0
+    assert runner.main([]) == 2
