@@ -64,6 +64,10 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
 
     config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
     spec = spec_for_config(config)
+    import importlib
+
+    for mod in spec.processor_imports:  # offline processor classes a checkpoint may name (data in the spec)
+        importlib.import_module(mod)
     cls = getattr(transformers, spec.model_class)
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
                               "dtype": _dtype(dtype, device)}

@@ -181,8 +181,6 @@ def test_qwen2_5_omni_positions_equal_get_rope_index(get_lm):
         assert torch.equal(pos[r][real], prep.position_ids[r][real])
 
 
-@pytest.mark.xfail(strict=True, reason="audio_tasks.model.load_model does not yet import spec.processor_imports "
-                                       "before AutoProcessor.from_pretrained (remove this marker when it does)")
 def test_fresh_process_loads_tiny_processors(tiny_dirs):
     """The tiny Voxtral / Qwen2.5-Omni dirs name processor classes registered by ``audio_tasks.tiny``;
     ``load_model`` must import the spec's ``processor_imports`` itself (a fresh ``lm_eval`` run has not)."""
