@@ -227,11 +227,14 @@ def item_fields(it) -> dict[str, Any]:
 
 
 def run_meta(lm, args, analysis: str, **extra) -> dict[str, Any]:
+    from analysis.critical import parse_task
+
     md = parse_metadata(args.metadata)
     return {"analysis": analysis, "model": lm.pretrained, "revision": lm.revision, "model_args": args.model_args,
             "dtype": str(lm.engine.dtype).replace("torch.", ""), "tasks": _tasks(args),
             "split": getattr(args, "split", None), "seed": args.seed, "split_seed": md.get("split_seed", 0),
             "metadata": md, "limit": args.limit, "package_version": package_version(),
+            "prompt_formats": {t: parse_task(t)[1] for t in _tasks(args)},
             "num_layers": lm.engine.num_layers, "num_heads": lm.spec.num_heads(lm.model), **extra}
 
 
@@ -419,7 +422,8 @@ def cmd_trace(args) -> int:
         store.add({"key": k, **item_fields(it), **rec})
     recs = store.ordered(keys)
     summary = {"meta": run_meta(lm, args, "trace", rows=args.rows),
-               "tasks": {t: tracing.summarize(rs) for t, rs in _by_task(recs).items()}}
+               "tasks": {t: {"track": rs[0]["track"], "prompt": rs[0]["prompt_format"], **tracing.summarize(rs)}
+                         for t, rs in _by_task(recs).items()}}
     write_trace_outputs(summary, recs, out)
     print(f"trace: {len(keys)} items, summary in {out / 'trace_summary.json'}")
     return 0

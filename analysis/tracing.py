@@ -216,7 +216,7 @@ def patched_probs(engine: Engine, run: TraceRun, variants: Sequence[Variant], *,
                 clean = run.clean_states[l][:, P:]
 
                 def fn(h: torch.Tensor, mk=mk, clean=clean) -> torch.Tensor:
-                    return torch.where(mk[:, :, None], clean.to(h.dtype), h)
+                    return torch.where(mk.to(h.device)[:, :, None], clean.to(h.device, h.dtype), h)
 
                 st.enter_context(hooks.layer_hook(m, s, l, fn))
             out = engine.run(prep, inputs_embeds=emb, attention_mask=attn, position_ids=pos,

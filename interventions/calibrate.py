@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from . import hooks
+from .atomic import atomic_write_bytes
 from .engine import Engine
 from .scoring import last_positions
 from .steering import Enrich, HeadSteer, LayerGuided, layer_weights
@@ -276,30 +276,15 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
 # ---- artifact I/O -----------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_artifact(out_dir: str | Path, meta: dict[str, Any], result: dict[str, Any],
                   tensors: dict[str, torch.Tensor]) -> Path:
     from safetensors.torch import save
 
     out = Path(out_dir)
     blob = save({k: v.contiguous() for k, v in tensors.items()})
-    _atomic_write(out / "calibration.safetensors", blob)
+    atomic_write_bytes(out / "calibration.safetensors", blob)
     doc = {"version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "meta": meta, **result}
-    _atomic_write(out / "calibration.json", json.dumps(doc, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(out / "calibration.json", json.dumps(doc, indent=2, sort_keys=True).encode())
     return out
 
 
