@@ -1,5 +1,4 @@
 """Crash-safe file writing (re-exported from :mod:`interventions.atomic`, shared by all layers)."""
 
-from interventions.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
-
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl"]
+from interventions.atomic import *  # noqa: F401,F403
+from interventions.atomic import __all__  # noqa: F401
