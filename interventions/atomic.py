@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "iter_jsonl", "read_jsonl"]
 
 PathLike = str | os.PathLike[str]
 

@@ -94,11 +94,23 @@ def test_patched_runs_match_full_model_reference(traced):
     assert run.p_corrupted == pytest.approx(_full_model_probs(lm, w, prompt, run.target, {}, clean), abs=1e-5)
     L = run.num_layers
     pos = tracing.token_positions(run)
-    variants = tracing.layer_variants(run) + [{2: [pos[3]]}, {1: [pos[-1]]}, {3: [pos[-2]]}, {1: [pos[0]], 3: pos[-3:]}]
-    got = tracing.patched_probs(lm.engine, run, variants, rows=3)
-    ref = [_full_model_probs(lm, w, prompt, run.target, v, clean) for v in variants]
+    extra = [{2: [pos[3]]}, {1: [pos[-1]]}, {3: [pos[-2]]}, {1: [pos[0]], 3: pos[-3:]}]
+    got = tracing.patched_probs(lm.engine, run, tracing.layer_variants(run) + extra, rows=3)
+    # layer-wise reference: ALL text (non-audio) positions of layer l, also those before the audio
+    inp = lm.processor(text=[prompt], audio=[w], sampling_rate=16000, return_tensors="pt")
+    text_pos = (inp["input_ids"][0] != model.config.audio_token_id).nonzero().squeeze(-1).tolist()
+    ref = [_full_model_probs(lm, w, prompt, run.target, {l: text_pos}, clean) for l in range(1, L + 1)]
+    ref += [_full_model_probs(lm, w, prompt, run.target, v, clean) for v in extra]
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
-    assert len(variants) == L + 4
+    # text before the first audio token never sees the audio: identical in the clean and corrupted runs
+    first = run.audio_positions[0]
+    with torch.no_grad():
+        from interventions import hooks
+
+        with hooks.capture_residual(model, lm.spec, list(range(1, L + 1))) as cap:
+            lm.engine.run(run.prep_corrupt)
+    for l in range(1, L + 1):
+        torch.testing.assert_close(cap[l][:, :first], run.clean_states[l][:, :first], atol=1e-6, rtol=0)
 
 
 def test_batched_equals_one_at_a_time(traced):
