@@ -89,6 +89,21 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
     return model, processor, spec
 
 
+def _audio_identity(aux: dict[str, Any] | None) -> str:
+    """A key telling requests with the same audio apart from others (paths by name, arrays by content)."""
+
+    def one(o: Any) -> str:
+        if isinstance(o, str):
+            return o
+        if isinstance(o, dict) and o.get("array") is None:
+            return str(o.get("path")) + hashlib.md5(o.get("bytes") or b"").hexdigest()
+        arr = np.ascontiguousarray(o["array"] if isinstance(o, dict) else o, dtype=np.float32)
+        return hashlib.md5(arr.tobytes()).hexdigest()
+
+    items = (aux or {}).get("audio") or []
+    return "|".join(one(o) for o in (items if isinstance(items, (list, tuple)) else [items]))
+
+
 class AudioLALM(LM):
     """lm-eval model for large audio-language models, scored by likelihood."""
 
@@ -269,9 +284,7 @@ class AudioLALM(LM):
             args = req.args
             context, continuation = args[0], args[1]
             aux = args[2] if len(args) > 2 else None
-            audio_ref = json.dumps(aux.get("audio") if aux else None, default=lambda o: hashlib.md5(
-                np.asarray(o["array"] if isinstance(o, dict) else o).tobytes()).hexdigest() if not isinstance(o, str) else o)
-            key = (req.task_name, req.doc_id, context, audio_ref)
+            key = (req.task_name, req.doc_id, context, _audio_identity(aux))
             g = groups.get(key)
             if g is None:
                 g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
