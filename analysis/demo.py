@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=24, help="documents per task for lm-eval runs (default %(default)s)")
     p.add_argument("--analysis_limit", type=int, default=8,
                    help="documents per task for lens / trace / heads (default %(default)s)")
-    p.add_argument("--calibration_limit", type=int, default=24,
+    p.add_argument("--calibration_limit", type=int, default=16,
                    help="calibration documents per task (default %(default)s)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--skip_analyses", action="store_true", help="only calibration + the two lm-eval runs")
@@ -57,7 +57,7 @@ def _evaluate(model_args: str, out: Path, limit: int | None, batch_size: int) ->
     tracker.save_results_aggregated(results=res, samples=samples)
     for task in res.get("configs", {}):
         if task in samples:
-            tracker.save_results_samples(task=task, samples=samples[task])
+            tracker.save_results_samples(task_name=task, samples=samples[task])
     return {t: {k: v for k, v in r.items() if k.startswith(("acc", "balanced_acc")) and "stderr" not in k
                 and not k.startswith("acc_label")}
             for t, r in res.get("results", {}).items()}

@@ -52,6 +52,12 @@ def save_figure(fig: Any, stem: str | Path) -> list[Path]:
     return paths
 
 
+def _int_x(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _arr(v: Sequence[Any] | None) -> np.ndarray:
     return np.asarray([np.nan if x is None else x for x in (v or [])], dtype=float)
 
@@ -78,6 +84,7 @@ def layer_curves(tasks: Sequence[Mapping[str, Any]], title: str = "", position: 
         nl = next(t["n_labels"] for t in tasks if t["track"] == tr)
         ax.axhline(1.0 / nl, color="gray", ls=":", lw=1, label="chance")
         ax.set_title(tr)
+        _int_x(ax)
         ax.set_xlabel("layer")
         ax.set_ylabel("information score")
         ax.set_ylim(-0.02, 1.02)
@@ -101,6 +108,7 @@ def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position:
         ax2.plot(x[: len(yw)], yw, color="tab:red", marker=".", label=f"incorrect (n={nw})")
         ax2.set_ylabel("score (incorrect)", color="tab:red")
         ax.set_title(t.get("task", ""))
+        _int_x(ax)
         ax.set_xlabel("layer")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
@@ -122,6 +130,7 @@ def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
                 ax.plot(np.arange(len(y)), y, color=c, marker=".", label=lab)
         ax.axhline(1.0 / t["n_labels"], color="black", ls=":", lw=1)
         ax.set_title(t.get("task", ""))
+        _int_x(ax)
         ax.set_xlabel("layer")
         ax.set_ylabel("information score")
         ax.set_ylim(-0.02, 1.02)
@@ -146,6 +155,7 @@ def rr_layers(series: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
             ax.fill_between(x, y - e, y + e, alpha=0.2)
     ax.axhline(0, color="gray", lw=0.8)
     ax.axhline(1, color="gray", lw=0.8, ls=":")
+    _int_x(ax)
     ax.set_xlabel("layer")
     ax.set_ylabel("recovery rate")
     ax.legend(fontsize=7)
@@ -187,6 +197,10 @@ def head_corr(r: Sequence[Sequence[float]], specialists: Sequence[Mapping[str, A
                    extent=(-0.5, R.shape[1] - 0.5, R.shape[0] + 0.5, 0.5))
     for s in specialists:
         ax.scatter([s["head"]], [s["layer"]], marker="s", facecolors="none", edgecolors="black", s=40)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     fig.colorbar(im, ax=ax, label="point-biserial r (audio mass vs correct)")
@@ -209,16 +223,16 @@ def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, 
 
     if specialist:
         x, y = xy(specialist)
-        ax.plot(x, y, marker="o", color="tab:blue", label="specialist heads")
+        ax.plot(x, y, marker="o", color="tab:blue", label="layer-guided, specialist heads")
     if random:
         ks = sorted(set.intersection(*[set(map(float, d)) for d in random]))
         vals = np.array([[float({float(k): v for k, v in d.items()}[k]) for k in ks] for d in random])
         m, s = vals.mean(0), (vals.std(0, ddof=1) if len(random) > 1 else np.zeros(len(ks)))
-        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3, label=f"random heads (n={len(random)})")
+        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3, label=f"layer-guided, random heads (mean ± std, n={len(random)})")
     for label, d in (extra or {}).items():
         x, y = xy(d)
         ax.plot(x, y, marker=".", ls="--", label=label)
-    ax.set_xlabel("steering strength")
+    ax.set_xlabel("steering strength (alpha; lambda for enrich)")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)
     if title:
@@ -287,9 +301,10 @@ def sweep_figures(artifact: Mapping[str, Any], controls: Mapping[str, Any] | Non
     spec = (artifact.get("layer_guided") or {}).get("sweep")
     rand = list((controls or {}).get("random", {}).values())
     extra = {}
-    for k in ("head", "enrich", "single_layer"):
+    names = {"head": "head-level, specialist heads", "single_layer": "best single layer", "enrich": "enrich (lambda)"}
+    for k, label in names.items():
         if (artifact.get(k) or {}).get("sweep"):
-            extra[k] = artifact[k]["sweep"]
+            extra[label] = artifact[k]["sweep"]
     if not spec and not rand and not extra:
         return []
     name = _short((artifact.get("meta") or {}).get("model_id", ""))

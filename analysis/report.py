@@ -200,9 +200,12 @@ def build_report(runs: Sequence[str | Path], report_path: str | Path) -> str:
     if len(found["trace"]) > 1:
         from analysis.figures import trace_figures
 
-        sms = [json.loads(f.read_text()) for f in found["trace"]]
-        only_layers = [{"meta": s.get("meta", {}), "tasks": {t: {"layer": v.get("layer")} for t, v in s["tasks"].items()}}
-                       for s in sms]
+        only_layers = []
+        for f in found["trace"]:
+            s = json.loads(f.read_text())
+            label = f"{Path(str(s.get('meta', {}).get('model', '')).rstrip('/')).name} [{_rel(f.parent, base)}]"
+            only_layers.append({"meta": {"model": label},
+                                "tasks": {t: {"layer": v.get("layer")} for t, v in s["tasks"].items()}})
         paths = trace_figures(only_layers, base / "report_figures")
         lines += ["## Recovery rate by layer, all runs", ""]
         lines += [f"![{p.stem}]({_rel(p, base)})" for p in paths if p.suffix == ".png"] + [""]

@@ -36,7 +36,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
@@ -178,8 +178,12 @@ def _task_dict(tasks: Sequence[str], md: dict[str, Any]) -> dict[str, Any]:
     try:
         from lm_eval.tasks import TaskManager, get_task_dict
 
-        tm = TaskManager(include_defaults=False, metadata=dict(md))
+        from audio_tasks.tasks import TASKS_DIR
+
+        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=dict(md))
         if all(t in tm.all_tasks for t in tasks):
+            if hasattr(tm, "load"):
+                return dict(tm.load(list(tasks))["tasks"])
             return flatten_tasks(get_task_dict(list(tasks), tm))
     except TypeError:  # pragma: no cover - other lm-eval versions
         pass
@@ -282,7 +286,7 @@ def cmd_lens(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from analysis import critical, figures, lens
+    from analysis import lens
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,7 +331,10 @@ def lens_summary(recs: Sequence[dict[str, Any]], meta: dict[str, Any], *, alpha:
     tasks: dict[str, Any] = {}
     rows: list[critical.CriticalRow] = []
     for task, rs in _by_task(recs).items():
-        tab = lens.lens_table([{k: np.asarray(v, dtype=float) for k, v in r["logp"].items()} for r in rs],
+        def arr(v):  # JSON null = -inf log-prob (non-finite values are stored as null)
+            return np.asarray([[-np.inf if x is None else x for x in row] for row in v], dtype=float)
+
+        tab = lens.lens_table([{k: arr(v) for k, v in r["logp"].items()} for r in rs],
                               [r["gold"] for r in rs], n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
         d = tab.as_dict()
         track, fmt = critical.parse_task(task)
@@ -402,7 +409,7 @@ def cmd_critical(args) -> int:
 def cmd_trace(args) -> int:
     from tqdm import tqdm
 
-    from analysis import figures, tracing
+    from analysis import tracing
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

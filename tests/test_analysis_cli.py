@@ -20,7 +20,9 @@ def _sakura_tasks() -> bool:
     try:
         from lm_eval.tasks import TaskManager
 
-        return "sakura_gender" in TaskManager(include_defaults=False).all_tasks
+        from audio_tasks.tasks import TASKS_DIR
+
+        return "sakura_gender" in TaskManager(include_path=str(TASKS_DIR), include_defaults=False).all_tasks
     except Exception:
         return False
 

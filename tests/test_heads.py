@@ -90,7 +90,6 @@ def test_listening_score_auc_and_flip_test():
 
 
 def test_heads_summary_selects_by_calibration_and_scores_evaluation():
-    rng = np.random.default_rng(1)
     L, H, N = 3, 4, 30
 
     def recs(n, seed):
@@ -120,4 +119,3 @@ def test_heads_summary_selects_by_calibration_and_scores_evaluation():
     assert e["random_auc"]["std"] == pytest.approx(np.std(rand, ddof=1))
     assert e["flip_test"]["p_greater"] < 0.05
     assert len(sm["evaluation_scores"]) == N
-    del rng

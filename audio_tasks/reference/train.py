@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+POSITION_SCALE = 0.1  # see build_model
 TRACK_NAMES = ("gender", "language", "emotion", "animal")
 # Per-track share of the train clips actually used (fewer emotion/animal clips: the reference model is
 # deliberately weaker there so that interventions have something to fix).
@@ -60,6 +61,8 @@ def build_model(out: Path, *, layers: int, hidden: int, heads: int, kv_heads: in
     )
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(cfg)
+    with torch.no_grad():  # the fixed sinusoidal positions otherwise swamp the (small) mel content at init
+        model.model.audio_tower.embed_positions.weight.mul_(POSITION_SCALE)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, proc
