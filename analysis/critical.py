@@ -20,12 +20,12 @@ __all__ = ["critical_layer", "contributions", "CriticalRow", "parse_task", "tabl
 
 DEFAULT_ALPHA = 0.2
 
-_SAKURA = re.compile(r"^sakura_(?P<track>[a-z]+?)(?:_(?P<fmt>p1|p2|p3|single|multi))?$")
+_SAKURA = re.compile(r"^(?:sakura|demo)_(?P<track>[a-z]+?)(?:_(?P<fmt>p1|p2|p3|single|multi))?$")
 
 
 def parse_task(task: str) -> tuple[str, str]:
     """(track, prompt format) of a task name: ``sakura_gender`` -> (gender, p3), ``sakura_gender_p1`` ->
-    (gender, p1); other tasks -> (task, "")."""
+    (gender, p1), ``demo_gender`` (synthetic SAKURA-format, P3) -> (gender, p3); other tasks -> (task, "")."""
     m = _SAKURA.match(task)
     if not m:
         return task, ""

@@ -80,7 +80,7 @@ def _lens(f: Path, base: Path) -> list[str]:
         last = t["info"].get("last") or [None]
         rows.append([task, t["track"], t["prompt"], t["n"], t["n_labels"], t["accuracy"], last[-1],
                      cl.get("last"), cl.get("penultimate"), cl.get("masked_last")])
-    lines += _table(["task", "track", "prompt", "n", "|Y|", "accuracy", "I^L (last)", "critical (last)",
+    lines += _table(["task", "track", "prompt", "n", "labels", "accuracy", "I^L (last)", "critical (last)",
                      "critical (penultimate)", "critical (masked last)"], rows)
     t3 = sm.get("critical", {}).get("table_iii", {})
     rows = []

@@ -16,6 +16,26 @@ Commands (``python -m analysis <command> -h`` for all options)::
 Model commands share ``--model_args`` (parsed like lm-eval's and passed to ``audio_tasks.model.AudioLALM``,
 the one model-loading path), ``--tasks``, ``--metadata``, ``--split``, ``--limit``, ``--batch_size``, ``--out``.
 
+Outputs (every summary JSON has ``meta``: analysis, model, revision, model_args, dtype, tasks, split, seed,
+split_seed, metadata, limit, package_version, prompt_formats, num_layers, num_heads):
+
+* lens: ``lens_records.jsonl`` (per item: gold, choices, choice first-token ids, prediction, the tokens at the
+  positions, log-probs (L+1 x C) at ``last`` / ``penultimate`` / ``masked_last``), ``lens_summary.json`` (per task:
+  accuracy, I^l per position for all / correct / incorrect items, critical layers; ``critical``: rows, Table II,
+  Table III), ``lens_info.csv`` (long format), ``critical.csv``, ``figures/lens_{layers,correct_wrong,positions}``;
+* trace: ``trace_records.jsonl`` (per item: P_clean, P_corrupted, predictions, exclusion reasons, layer-wise
+  P/RR, token-wise positions/tokens/segments/P/RR), ``trace_summary.json`` (per task: exclusion counts, RR by
+  layer mean/std/sem/n, by segment x layer, by position from the end), ``trace_layer.csv``,
+  ``trace_segments.csv``, ``trace_items.csv``, ``figures/trace_{rr_layers,tokens_<task>,segments_<task>}``;
+* heads: ``heads_records.jsonl`` (per item and split: audio mass L x H, first-token log-probs with audio and
+  silence, correct, flip), ``heads_summary.json`` (r matrix, specialists with r/p, AUC vs random head sets,
+  flip test), ``head_corr.csv``, ``heads_scores.csv`` (evaluation split: listening score), ``figures/heads_corr``;
+* calibrate: ``calibration.json`` + ``calibration.safetensors`` (the artifact), ``calibration_controls.json``
+  (layer-guided sweeps of random head sets, seeds 0..n-1, and of the specialists on the same data),
+  ``figures/sweep``;
+* critical: ``critical_tables.json``, ``critical_rows.csv``, ``critical_table_ii.csv``, ``critical_table_iii.csv``;
+* report: ``report.md`` (+ ``report_figures/`` when several trace runs are combined).
+
 Resuming: per-item records are appended (one JSON line each, fsynced) to ``<out>/<analysis>_records.jsonl`` as
 items finish, keyed by task + clip id; rerunning the same command skips finished items and recomputes the
 summaries from the records, so an interrupted and resumed run writes the same files as an uninterrupted one

@@ -8,12 +8,22 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from analysis import runner
 from analysis.atomic import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("SAKURA_SAMPLE_ROOT") or REPO.parent / "shared" / "sakura-sample")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread (no OpenMP spin-waiting on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _sakura_tasks() -> bool:
@@ -57,8 +67,7 @@ def runs(tmp_path_factory, tiny_qwen2_audio_dir):
     m = tiny_qwen2_audio_dir
     assert runner.main(_args("lens", m, root / "lens", "--batch_size", "4")) == 0
     assert runner.main(_args("trace", m, root / "trace", "--rows", "32")) == 0
-    assert runner.main(_args("heads", m, root / "heads", "--batch_size", "4", "--K", "3", "--n_random", "3",
-                             limit=4)) == 0
+    assert runner.main(_args("heads", m, root / "heads", "--batch_size", "4", "--K", "3", "--n_random", "3")) == 0
     return root
 
 
@@ -106,14 +115,14 @@ def test_trace_truncated_records_resume(runs, tmp_path, tiny_qwen2_audio_dir):
 @needs_tasks
 def test_heads_killed_and_restarted_equals_uninterrupted(runs, tmp_path, monkeypatch, tiny_qwen2_audio_dir):
     argv = _args("heads", tiny_qwen2_audio_dir, tmp_path / "heads", "--batch_size", "4", "--K", "3",
-                 "--n_random", "3", limit=4)
-    _interrupted(monkeypatch, argv, 5)  # calibration split done, evaluation split cut short
+                 "--n_random", "3")
+    _interrupted(monkeypatch, argv, 8)  # calibration split (6) done, evaluation split cut short inside a batch
     assert runner.main(argv) == 0
     a, b = _files(runs / "heads"), _files(tmp_path / "heads")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
     sm = json.loads((runs / "heads" / "heads_summary.json").read_text())
-    assert sm["K"] == 3 and len(sm["specialists"]) == 3 and sm["calibration"]["n"] == 4
-    assert sm["evaluation"]["n"] == 4 and len(sm["evaluation"]["random_auc"]["values"]) == 3
+    assert sm["K"] == 3 and len(sm["specialists"]) == 3 and sm["calibration"]["n"] == 6
+    assert sm["evaluation"]["n"] == 6 and len(sm["evaluation"]["random_auc"]["values"]) == 3
     assert {"head_corr.csv", "heads_scores.csv", "figures/heads_corr.png"} <= set(a)
 
 
@@ -163,7 +172,7 @@ def test_calibrate_with_random_controls(tmp_path, monkeypatch, tiny_qwen2_audio_
                                                                                                  dict(metadata or {})))
     out = tmp_path / "cal"
     argv = _args("calibrate", tiny_qwen2_audio_dir, out, "--kinds", "layer_guided,single_layer", "--random_controls",
-                 "2", "--batch_size", "4", limit=4)
+                 "2", "--batch_size", "4")
     argv[2] += ",K=3"
     assert runner.main(argv) == 0
     art = json.loads((out / "calibration.json").read_text())

@@ -25,6 +25,7 @@ def test_parse_task():
     assert parse_task("sakura_gender") == ("gender", "p3")
     assert parse_task("sakura_animal_p1") == ("animal", "p1")
     assert parse_task("sakura_language_multi") == ("language", "multi")
+    assert parse_task("demo_emotion") == ("emotion", "p3")
     assert parse_task("mmau_sound") == ("mmau_sound", "")
 
 

@@ -13,6 +13,15 @@ USER = "What is the gender of the speaker in the speech? Possible options: male,
 PREFIX = "The speaker's gender is"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread (no OpenMP spin-waiting on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _waves(n: int, seed: int = 0, sr: int = 16000) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(0.1 * rng.standard_normal(int(sr * (0.6 + 0.3 * i)))).astype(np.float32) for i in range(n)]
