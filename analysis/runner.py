@@ -190,51 +190,11 @@ def load_lm(args):
     return AudioLALM(**kw)
 
 
-def _task_dict(tasks: Sequence[str], md: dict[str, Any]) -> dict[str, Any]:
-    """lm-eval tasks; indexes only this package's task folder when it holds all of them (much faster than
-    lm-eval's full index), else the full index (audio_tasks.items.load_tasks)."""
-    from audio_tasks.items import flatten_tasks, load_tasks
-
-    try:
-        from lm_eval.tasks import TaskManager, get_task_dict
-
-        from audio_tasks.tasks import TASKS_DIR
-
-        tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=dict(md))
-        if all(t in tm.all_tasks for t in tasks):
-            if hasattr(tm, "load"):
-                return dict(tm.load(list(tasks))["tasks"])
-            return flatten_tasks(get_task_dict(list(tasks), tm))
-    except TypeError:  # pragma: no cover - other lm-eval versions
-        pass
-    return load_tasks(tasks, md)
-
-
 def load_items(lm, tasks: Sequence[str], split: str | None, metadata: dict[str, Any], limit: int | None):
-    """MCItems of the tasks (as ``audio_tasks.items.task_items``), in a deterministic order."""
-    from audio_tasks.items import task_requests
+    """MCItems of the tasks in the order given (see ``audio_tasks.items.task_items``)."""
+    from audio_tasks.items import task_items
 
-    md = dict(metadata)
-    if split:
-        md["split"] = split
-    tdict = _task_dict(tasks, md)
-    order = {t: i for i, t in enumerate(tasks)}
-    items = []
-    for name in sorted(tdict, key=lambda n: (order.get(n, len(order)), n)):
-        task = tdict[name]
-        its = lm._build_items(task_requests(task, limit=limit))
-        for it in its:
-            doc = it.meta["doc"]
-            choices = task.doc_to_choice(doc)
-            gold = task.doc_to_target(doc)
-            if not isinstance(gold, int):
-                gold = choices.index(gold) if gold in choices else int(gold)
-            it.meta.update({"task": name, "gold": int(gold), "choices": list(choices),
-                            "label": doc.get("label", choices[gold]) if isinstance(doc, dict) else choices[gold],
-                            "clip_id": doc.get("doc_id", it.meta["doc_id"]) if isinstance(doc, dict)
-                            else it.meta["doc_id"]})
-        items.extend(its)
-    return items
+    return task_items(lm, list(tasks), split=split, metadata=dict(metadata), limit=limit)
 
 
 def item_key(it, prefix: str = "") -> str:

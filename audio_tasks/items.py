@@ -37,10 +37,17 @@ def flatten_tasks(task_dict: dict) -> dict[str, Any]:
 
 
 def load_tasks(task_names: Iterable[str], metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{name: Task}.  Indexes only this package's task folder when it holds every requested task
+    (lm-eval's full index takes 10-25 s to build), else lm-eval's full index."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
+    from audio_tasks.tasks import TASKS_DIR
+
     names = [t for t in task_names if t]
-    tm = TaskManager(metadata=dict(metadata or {}))
+    md = dict(metadata or {})
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=md)
+    if not all(t in tm.all_tasks for t in names):
+        tm = TaskManager(metadata=md)
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; see `lm_eval ls tasks` (this package adds sakura_*, "
@@ -65,18 +72,20 @@ def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
     if split:
         md["split"] = split
     tasks = load_tasks(task_names, md)
+    order = {t: i for i, t in enumerate(task_names)}
     items = []
-    for name, task in tasks.items():
-        reqs = task_requests(task, limit=limit)
-        its = lm._build_items(reqs)
+    for name in sorted(tasks, key=lambda n: (order.get(n, len(order)), n)):
+        task = tasks[name]
+        its = lm._build_items(task_requests(task, limit=limit))
         for it in its:
             doc = it.meta["doc"]
             gold = task.doc_to_target(doc)
             choices = task.doc_to_choice(doc)
             if not isinstance(gold, int):
                 gold = choices.index(gold) if gold in choices else int(gold)
+            is_dict = isinstance(doc, dict)
             it.meta.update({"task": name, "gold": int(gold), "choices": list(choices),
-                            "label": doc.get("label", choices[gold]) if isinstance(doc, dict) else choices[gold],
-                            "clip_id": doc.get("doc_id", it.meta["doc_id"]) if isinstance(doc, dict) else it.meta["doc_id"]})
+                            "label": doc.get("label", choices[gold]) if is_dict else choices[gold],
+                            "clip_id": doc.get("doc_id", it.meta["doc_id"]) if is_dict else it.meta["doc_id"]})
         items.extend(its)
     return items

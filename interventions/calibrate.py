@@ -162,8 +162,11 @@ def point_biserial_matrix(mass: torch.Tensor, correct: torch.Tensor) -> torch.Te
     xc = x - x.mean(0, keepdim=True)
     yc = y - y.mean(0, keepdim=True)
     num = (xc * yc).sum(0)
-    den = torch.sqrt((xc ** 2).sum(0) * (yc ** 2).sum(0))
-    r = torch.where(den > 0, num / den, torch.zeros_like(num))
+    sx, sy = (xc ** 2).sum(0), (yc ** 2).sum(0)
+    # a constant column (up to rounding of its mean) has no correlation
+    const = (sx <= 1e-12 * (x ** 2).sum(0).clamp(min=1e-300)) | (sy <= 0)
+    den = torch.sqrt(sx * sy)
+    r = torch.where(~const & (den > 0), num / den.clamp(min=1e-300), torch.zeros_like(num))
     return r.float()
 
 

@@ -36,3 +36,14 @@ def tiny_lm(tiny_qwen2_audio_dir):
 def make_waves(n: int, seed: int = 0, sr: int = 16000) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(0.1 * rng.standard_normal(int(sr * (0.6 + 0.25 * i)))).astype(np.float32) for i in range(n)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run several times faster single-threaded on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -164,12 +164,6 @@ def test_dispatch_and_metadata(capsys):
 
 @needs_tasks
 def test_calibrate_with_random_controls(tmp_path, monkeypatch, tiny_qwen2_audio_dir):
-    import audio_tasks.items as items_mod
-
-    # the calibration glue checks the evaluation split through lm-eval's full task index (slow); index only
-    # this package's tasks here
-    monkeypatch.setattr(items_mod, "load_tasks", lambda names, metadata=None: runner._task_dict(list(names),
-                                                                                                 dict(metadata or {})))
     out = tmp_path / "cal"
     argv = _args("calibrate", tiny_qwen2_audio_dir, out, "--kinds", "layer_guided,single_layer", "--random_controls",
                  "2", "--batch_size", "4")
