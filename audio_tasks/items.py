@@ -6,7 +6,6 @@ same continuations, same audio), so what is analysed is what is evaluated.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable
 
 from lm_eval.api.instance import Instance

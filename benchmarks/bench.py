@@ -12,7 +12,6 @@ DIR/results.md (written atomically).  FLOPs are analytic estimates (2 * params *
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import json
 import os

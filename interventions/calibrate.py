@@ -32,7 +32,7 @@ from . import hooks
 from .atomic import atomic_write_bytes
 from .engine import Engine
 from .scoring import last_positions
-from .steering import Enrich, HeadSteer, LayerGuided, layer_weights
+from .steering import Enrich, HeadSteer, layer_weights
 
 __all__ = ["CalibrationData", "collect", "calibrate", "save_artifact", "load_artifact", "ARTIFACT_VERSION",
            "point_biserial_matrix", "select_heads", "sweep_final_layer", "info_scores", "first_token_ids"]

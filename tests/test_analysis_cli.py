@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from analysis import runner
 from analysis.atomic import read_jsonl
@@ -16,14 +15,6 @@ from analysis.atomic import read_jsonl
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("SAKURA_SAMPLE_ROOT") or REPO.parent / "shared" / "sakura-sample")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (no OpenMP spin-waiting on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _sakura_tasks() -> bool:

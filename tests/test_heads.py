@@ -15,14 +15,6 @@ from interventions.scoring import MCItem
 USER = "What is the gender of the speaker in the speech? Possible options: male, female."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (no OpenMP spin-waiting on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _items(lm, n=3):
     eng = lm.engine

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -81,8 +80,6 @@ def test_enrich_matches_hand_reference_and_touches_only_target(tiny_lm):
     ref = _logp_first(lm, ref_out.logits[0, -1], ids)
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
     # locality: capture our run's states and compare with the unsteered ones
-    from interventions import hooks
-
     e = lm.engine
     prep = e.prepare([items[0].tok])
     last = torch.tensor([prep.seq_len - 1])

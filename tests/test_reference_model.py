@@ -23,7 +23,6 @@ CHANCE = {"gender": 1 / 2, "language": 1 / 8, "emotion": 1 / 5, "animal": 1 / 9}
 
 @pytest.fixture(scope="module")
 def lm():
-    torch.set_num_threads(2)
     from audio_tasks.model import AudioLALM
 
     return AudioLALM(device="cpu", dtype="float32")

@@ -10,14 +10,6 @@ import torch
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny models: one intra-op thread is faster (and robust to a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):

@@ -33,14 +33,6 @@ CLIPS = _clips()
 DOCS = [(0, 0), (0, 1), (1, 0)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny models: one intra-op thread is faster (and robust to a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):

@@ -13,14 +13,6 @@ USER = "What is the gender of the speaker in the speech? Possible options: male,
 PREFIX = "The speaker's gender is"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (no OpenMP spin-waiting on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _wave(seconds: float, seed: int) -> np.ndarray:
     return (0.1 * np.random.default_rng(seed).standard_normal(int(16000 * seconds))).astype(np.float32)

@@ -121,8 +121,6 @@ def _first_token_ids(proc, engine, track: str) -> list[int]:
 
 def _forward(model, spec, batch, pad_id: int):
     """Logits (B, T, V) of a right-padded batch, audio scattered as the engine does."""
-    from interventions.specs import SPECS  # noqa: F401
-
     B = len(batch)
     T = max(len(e["ids"]) for e in batch)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
