@@ -69,3 +69,22 @@ def test_two_process_gloo_run_merges_to_single_process_result(tiny_qwen2_audio_d
         b = [float(r[0][0]) for r in two[k]["resps"]]
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
         assert one[k]["acc"] == two[k]["acc"]
+
+
+def test_calibrate_command_then_steered_lm_eval(tiny_qwen2_audio_dir, sakura_sample_root, tmp_path):
+    from analysis import runner
+
+    cal = tmp_path / "cal"
+    md = json.dumps({"data_root": str(sakura_sample_root)})
+    assert runner.main(["calibrate", "--model_args", f"pretrained={tiny_qwen2_audio_dir},K=4", "--tasks",
+                        "sakura_gender", "--metadata", md, "--kinds", "layer_guided,head", "--out", str(cal)]) == 0
+    art = json.loads((cal / "calibration.json").read_text())
+    assert art["meta"]["split"] == "calibration" and art["heads"]["K"] == 4
+    # calibration clips never appear in the evaluation split
+    out = _run([sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--model_args",
+                f"pretrained={tiny_qwen2_audio_dir},steer=layer_guided,calibration={cal}", "--tasks", "sakura_gender",
+                "--device", "cpu", "--metadata", md, "--output_path", str(tmp_path / "o"), "--log_samples"])
+    assert "sakura_gender" in out
+    evaluated = {str(s["doc"]["doc_id"]) for s in _samples(tmp_path / "o", "sakura_gender")}
+    assert evaluated and not evaluated & set(art["meta"]["clip_ids"])
+    assert len(evaluated) + len(art["meta"]["clip_ids"]) == 36
