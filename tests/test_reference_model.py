@@ -18,7 +18,7 @@ from audio_tasks.model import REFERENCE_MODEL_DIR
 pytestmark = pytest.mark.skipif(not (REFERENCE_MODEL_DIR / "config.json").exists(),
                                 reason="embedded reference model not present")
 
-N_PER_TRACK = 48  # evaluation clips per track used here (of 96)
+N_PER_TRACK = 96  # all evaluation clips of a track
 CHANCE = {"gender": 1 / 2, "language": 1 / 8, "emotion": 1 / 5, "animal": 1 / 9}
 
 
@@ -180,8 +180,9 @@ def calibration(lm, tmp_path_factory):
     from audio_tasks.calibration import run_calibration
 
     out = tmp_path_factory.mktemp("cal")
-    art, _ = run_calibration(lm, ["demo_emotion", "demo_animal"], out, metadata={"split": "calibration"},
-                             kinds=("layer_guided",), limit=24, batch_size=16, progress=False)
+    art, _ = run_calibration(lm, ["demo_gender", "demo_language", "demo_emotion", "demo_animal"], out,
+                             metadata={"split": "calibration"}, kinds=("layer_guided",), batch_size=16,
+                             progress=False)
     return art
 
 
