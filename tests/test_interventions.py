@@ -205,3 +205,27 @@ def test_random_control_is_deterministic_and_matched(tiny_qwen2_audio_dir):
     assert a == random_heads(4, 4, 5, seed=3) and len(set(a)) == 5
     assert a != random_heads(4, 4, 5, seed=4)
     assert all(1 <= l <= 4 and 0 <= h < 4 for l, h in a)
+
+
+def _n_hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_hooks_are_removed_on_exit_and_on_error(tiny_lm):
+    from interventions import hooks
+
+    m, s = tiny_lm.model, tiny_lm.spec
+    before = _n_hooks(m)
+    items, _ = _items(tiny_lm, make_waves(1))
+    prep = tiny_lm.engine.prepare([items[0].tok])
+    last = torch.tensor([prep.seq_len - 1])
+    for iv in (Enrich(1, 0.5, 2), LayerGuided({2: 1.0}, 1.0), HeadSteer([(2, 1)], 1.0)):
+        with pytest.raises(RuntimeError, match="boom"):
+            with iv.applied(tiny_lm.engine, prep, [items[0].tok], last):
+                assert _n_hooks(m) > before
+                raise RuntimeError("boom")
+        assert _n_hooks(m) == before
+    with pytest.raises(RuntimeError):
+        with hooks.mask_attention(m, s, prep.attention_mask, last, prep.audio_mask):
+            raise RuntimeError("boom")
+    assert _n_hooks(m) == before
