@@ -138,6 +138,10 @@ class AudioLALM(LM):
             device = str(state.device)
         elif not device:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's CLI passes device=cuda by default; like its `hf` model, fall back to the CPU.
+            log.warning("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
+            device = "cpu"
         self._device = str(device)
         bs = kwargs.get("batch_size", 1)
         self.auto_batch = str(bs).startswith("auto")

@@ -88,3 +88,16 @@ def test_calibrate_command_then_steered_lm_eval(tiny_qwen2_audio_dir, sakura_sam
     evaluated = {str(s["doc"]["doc_id"]) for s in _samples(tmp_path / "o", "sakura_gender")}
     assert evaluated and not evaluated & set(art["meta"]["clip_ids"])
     assert len(evaluated) + len(art["meta"]["clip_ids"]) == 36
+
+
+def test_headline_command_runs_as_written_on_a_cpu_machine(tmp_path):
+    """`lm_eval --model audio_lalm --tasks demo_gender --model_args steer=layer_guided`: embedded reference
+    model, no --device (lm-eval passes cuda by default), automatic calibration on the calibration split."""
+    env = dict(ENV, AUDIO_LALM_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--tasks", "demo_gender",
+                        "--model_args", "steer=layer_guided", "--limit", "8"], capture_output=True, text=True,
+                       env=env, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    assert "calibrating on the calibration split of demo_gender" in out and "acc_first_token" in out
+    assert list((tmp_path / "cache" / "calibration").glob("*/calibration.json"))
