@@ -240,7 +240,7 @@ class AudioLALM(LM):
         if not isinstance(items, (list, tuple)):
             items = [items]
         out = []
-        window = self.spec.extra.get("audio_window_s", 30.0 if self.spec.name == "qwen2_audio" else None)
+        window = self.engine.audio_window_s
         for it in items:
             key = it if isinstance(it, str) else None
             if key and key in self._audio_cache:

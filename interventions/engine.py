@@ -86,6 +86,14 @@ class Engine:
         return self.spec.embed_module(self.model).weight.dtype
 
     @property
+    def audio_window_s(self) -> float | None:
+        """Seconds of audio the encoder sees per clip (longer clips are truncated): the spec's
+        ``extra["audio_window_s"]``, else the feature extractor's ``chunk_length`` (30 s for Whisper-style)."""
+        fe = getattr(self.processor, "feature_extractor", None)
+        w = self.spec.extra.get("audio_window_s") or getattr(fe, "chunk_length", None)
+        return float(w) if w else None
+
+    @property
     def num_layers(self) -> int:
         return self.spec.num_layers(self.model)
 

@@ -168,3 +168,23 @@ def test_generate_until_greedy_matches_hf_generate(tiny_lm):
         gen = tiny_lm.model.generate(**inp, max_new_tokens=6, do_sample=False)
     ref = tiny_lm.tokenizer.decode(gen[0, inp["input_ids"].shape[1]:], skip_special_tokens=True).split("\n\n")[0]
     assert out == ref
+
+
+def test_long_clip_is_truncated_with_a_single_warning(caplog):
+    """The embedded reference model's encoder window is 2 s: a 3-s clip is cut, and said so once."""
+    import audio_tasks.audio as audio_mod
+    from audio_tasks.model import AudioLALM
+
+    lm = AudioLALM(device="cpu")
+    assert lm.engine.audio_window_s == 2.0
+    audio_mod._warned_long = False
+    w = make_waves(1)[0]
+    long = np.concatenate([w, w, w, w, w])[: 3 * 16000]
+    reqs = [Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [{"array": long, "sampling_rate": 16000}]}),
+                     0, ("t", i, 1)) for i in range(2)]
+    with caplog.at_level("WARNING"):
+        a = lm.loglikelihood(reqs)
+    assert sum("longer than the encoder window" in r.message for r in caplog.records) == 1
+    cut = [Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [{"array": long[:32000], "sampling_rate": 16000}]}),
+                    0, ("t", 9, 1))]
+    assert abs(float(lm.loglikelihood(cut)[0][0]) - float(a[0][0])) < 1e-5
