@@ -98,21 +98,23 @@ def build_tokenizer(out: Path, vocab_size: int = 600, specials: list[str] | None
     return fast
 
 
-def tiny_qwen2_audio(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                     audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
+def make_qwen2_audio(tok, *, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                     audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, window_s: int = 30,
+                     audio_extra: dict | None = None):
+    """(model, processor) of a small Qwen2-Audio around tokenizer ``tok`` (random weights from ``seed``).
+
+    ``window_s`` is the feature extractor's window (Whisper: 30 s; 50 encoder positions per second)."""
     from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
                               WhisperFeatureExtractor)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out, vocab_size=vocab_size)
     tok.chat_template = QWEN2_AUDIO_CHAT_TEMPLATE
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=window_s,
                                  n_fft=400, return_attention_mask=True)
     proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QWEN2_AUDIO_CHAT_TEMPLATE)
     cfg = Qwen2AudioConfig(
         audio_config=dict(d_model=audio_dim, encoder_layers=audio_layers, encoder_attention_heads=2,
-                          encoder_ffn_dim=audio_dim * 2, num_mel_bins=128, max_source_positions=1500),
+                          encoder_ffn_dim=audio_dim * 2, num_mel_bins=128, max_source_positions=window_s * 50,
+                          **(audio_extra or {})),
         text_config=dict(model_type="qwen2", hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                          vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=False,
@@ -123,6 +125,16 @@ def tiny_qwen2_audio(out: Path, *, layers: int = 4, hidden: int = 64, heads: int
     model = Qwen2AudioForConditionalGeneration(cfg)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
+    return model, proc
+
+
+def tiny_qwen2_audio(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                     audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size=vocab_size)
+    model, proc = make_qwen2_audio(tok, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                                   audio_dim=audio_dim, audio_layers=audio_layers, seed=seed)
     model.save_pretrained(out, safe_serialization=True)
     proc.save_pretrained(out)
     return out

@@ -38,33 +38,15 @@ DEFAULT_TRAIN_FRACTION = {"gender": 1.0, "language": 1.0, "emotion": 0.35, "anim
 
 def build_model(out: Path, *, layers: int, hidden: int, heads: int, kv_heads: int, audio_dim: int,
                 audio_layers: int, seed: int, window_s: int = 2):
-    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              WhisperFeatureExtractor)
-
-    from audio_tasks.tiny import QWEN2_AUDIO_CHAT_TEMPLATE, build_tokenizer
+    from audio_tasks.tiny import build_tokenizer, make_qwen2_audio
 
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out, vocab_size=600)
-    tok.chat_template = QWEN2_AUDIO_CHAT_TEMPLATE
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=window_s,
-                                 n_fft=400, return_attention_mask=True)
-    proc = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QWEN2_AUDIO_CHAT_TEMPLATE)
-    cfg = Qwen2AudioConfig(
-        audio_config=dict(d_model=audio_dim, encoder_layers=audio_layers, encoder_attention_heads=2,
-                          encoder_ffn_dim=audio_dim * 2, num_mel_bins=128, max_source_positions=window_s * 50,
-                          dropout=0.0, attention_dropout=0.0, activation_dropout=0.0),
-        text_config=dict(model_type="qwen2", hidden_size=hidden, intermediate_size=hidden * 2,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=False,
-                         rms_norm_eps=1e-6),
-        audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"),
-    )
-    torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(cfg)
+    model, proc = make_qwen2_audio(tok, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                                   audio_dim=audio_dim, audio_layers=audio_layers, seed=seed, window_s=window_s,
+                                   audio_extra=dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0))
     with torch.no_grad():  # the fixed sinusoidal positions otherwise swamp the (small) mel content at init
         model.model.audio_tower.embed_positions.weight.mul_(POSITION_SCALE)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
     return model, proc
 
 
