@@ -188,3 +188,22 @@ def test_long_clip_is_truncated_with_a_single_warning(caplog):
     cut = [Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [{"array": long[:32000], "sampling_rate": 16000}]}),
                     0, ("t", 9, 1))]
     assert abs(float(lm.loglikelihood(cut)[0][0]) - float(a[0][0])) < 1e-5
+
+
+def test_apply_chat_template_path_renders_the_same_prompt(tiny_qwen2_audio_dir):
+    """--apply_chat_template (lm-eval renders via AudioLALM.apply_chat_template, gen_prefix as an open
+    assistant turn) gives exactly the prompt the default path renders from the doc."""
+    from audio_tasks.model import AudioLALM
+
+    lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir))
+    default = lm.engine.render_chat(DOC["user_prompt"], assistant_prefix=DOC["assistant_prefix"])
+    via_lm_eval = lm.apply_chat_template([{"role": "user", "content": DOC["user_prompt"]},
+                                          {"role": "assistant", "content": DOC["assistant_prefix"]}],
+                                         add_generation_prompt=False)
+    assert via_lm_eval == default
+    w = make_waves(1)[0]
+    aux = {"audio": [{"array": w, "sampling_rate": 16000}]}
+    chat = lm.loglikelihood([Instance("loglikelihood", {}, (via_lm_eval, " male", dict(aux)), 0, ("t", 0, 1))])
+    lm2 = AudioLALM(pretrained=str(tiny_qwen2_audio_dir))
+    plain = lm2.loglikelihood([Instance("loglikelihood", dict(DOC), ("ctx", " male", dict(aux)), 0, ("t", 0, 1))])
+    assert abs(float(chat[0][0]) - float(plain[0][0])) < 1e-6
