@@ -58,7 +58,8 @@ class Tokenized:
 
     input_ids: torch.Tensor  # (T,)
     clips: list[np.ndarray]  # audio clips in order of appearance
-    features: dict[str, torch.Tensor]  # processor audio features for these clips (batch dim = clips)
+    features: dict[str, torch.Tensor] | None  # processor audio features (batch dim = clips); None = not computed
+    prompt: str = ""
 
 
 class Engine:
@@ -73,6 +74,8 @@ class Engine:
         self.sampling_rate = int(getattr(fe, "sampling_rate", 16000))
         self._audio_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_clips
+        self._expansion: dict[str, int] = {}  # clip content key -> audio placeholder count
+        self._fast_tokenize: bool | None = None  # tokenizer-only expansion, verified against the processor once
         self.encoder_calls = 0  # number of clips actually run through the audio encoder
         self.decoder_calls = 0  # number of decoder forward passes (batches)
 
@@ -103,7 +106,30 @@ class Engine:
 
     # ---- tokenization --------------------------------------------------------------------
     def tokenize(self, prompt: str, clips: Sequence[np.ndarray]) -> Tokenized:
-        """Run the processor on one rendered prompt and its clips (placeholders get expanded)."""
+        """One rendered prompt with its audio placeholders expanded.
+
+        The first time a clip is seen the processor runs (mel features + placeholder expansion); later
+        prompts with the same clip only run the tokenizer and expand each placeholder by the clip's known
+        token count, skipping feature extraction (its encoder output is cached anyway).  The shortcut is
+        checked once against the processor and disabled if they ever disagree.
+        """
+        keys = [clip_key(c) for c in clips]
+        if clips and self._fast_tokenize:
+            counts = [self._expansion.get(k) for k in keys]
+            if all(c is not None for c in counts):
+                ids = self._expand(prompt, counts)  # type: ignore[arg-type]
+                if ids is not None:
+                    return Tokenized(ids, list(clips), None, prompt)
+        tok = self._processor_tokenize(prompt, clips)
+        if clips:
+            counts = self._clip_token_counts(tok)
+            self._expansion.update(zip(keys, counts))
+            if self._fast_tokenize is None:
+                fast = self._expand(prompt, counts)
+                self._fast_tokenize = fast is not None and torch.equal(fast, tok.input_ids)
+        return tok
+
+    def _processor_tokenize(self, prompt: str, clips: Sequence[np.ndarray]) -> Tokenized:
         kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
         if clips:
             kwargs["audio"] = [np.asarray(c, dtype=np.float32) for c in clips]
@@ -115,7 +141,28 @@ class Engine:
             n = int((ids == self.audio_token_id).sum())
             if n == 0:
                 raise ValueError("the rendered prompt has no audio placeholder but audio was given")
-        return Tokenized(ids, list(clips), feats)
+        return Tokenized(ids, list(clips), feats, prompt)
+
+    def features(self, tok: Tokenized) -> dict[str, torch.Tensor]:
+        """The processor's audio features of a tokenized prompt (computed now if the shortcut skipped them)."""
+        if tok.features is None:
+            tok.features = self._processor_tokenize(tok.prompt, tok.clips).features
+        return tok.features
+
+    def _expand(self, prompt: str, counts: Sequence[int]) -> torch.Tensor | None:
+        """Tokenizer ids of ``prompt`` with the i-th audio placeholder repeated counts[i] times."""
+        aid = self.audio_token_id
+        out: list[int] = []
+        j = 0
+        for t in self.tokenizer(prompt)["input_ids"]:
+            if t == aid:
+                if j >= len(counts):
+                    return None
+                out.extend([aid] * int(counts[j]))
+                j += 1
+            else:
+                out.append(t)
+        return torch.tensor(out, dtype=torch.long) if j == len(counts) else None
 
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -164,7 +211,7 @@ class Engine:
                 feats = t.features
                 count = self._clip_token_counts(t)[0]
             else:
-                feats = {k: v[j : j + 1] for k, v in t.features.items()}
+                feats = {k: v[j : j + 1] for k, v in self.features(t).items()}
                 count = self._clip_token_counts(t)[j]
             batch_feats.append(feats)
             batch_keys.append(key)
@@ -198,7 +245,7 @@ class Engine:
         placeholder = self.spec.extra.get("audio_prompt")
         if placeholder is None:
             placeholder = self.render_chat("", add_generation_prompt=False, n_audio=1)
-        return self.tokenize(placeholder, [clip])
+        return self._processor_tokenize(placeholder, [clip])
 
     # ---- chat rendering ------------------------------------------------------------------
     def render_chat(self, user_text: str, *, assistant_prefix: str | None = None, n_audio: int = 1,

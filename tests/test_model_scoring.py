@@ -207,3 +207,19 @@ def test_apply_chat_template_path_renders_the_same_prompt(tiny_qwen2_audio_dir):
     lm2 = AudioLALM(pretrained=str(tiny_qwen2_audio_dir))
     plain = lm2.loglikelihood([Instance("loglikelihood", dict(DOC), ("ctx", " male", dict(aux)), 0, ("t", 0, 1))])
     assert abs(float(chat[0][0]) - float(plain[0][0])) < 1e-6
+
+
+def test_second_prompt_for_a_known_clip_skips_feature_extraction(tiny_qwen2_audio_dir):
+    from audio_tasks.model import AudioLALM
+
+    lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir))
+    e = lm.engine
+    w = make_waves(1, seed=21)[0]
+    a = e.tokenize(e.render_chat("What is the gender of the speaker in the speech?", assistant_prefix="It is"), [w])
+    assert a.features is not None
+    prompt_b = e.render_chat("", assistant_prefix="The speaker's gender is")
+    b = e.tokenize(prompt_b, [w])
+    assert b.features is None  # mel features not recomputed for a known clip
+    ref = lm.processor(text=[prompt_b], audio=[w], sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(b.input_ids, ref["input_ids"][0])
+    assert torch.equal(e.features(b)["input_features"], ref["input_features"])

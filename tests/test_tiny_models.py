@@ -166,7 +166,7 @@ def test_qwen2_5_omni_positions_equal_get_rope_index(get_lm):
             eng.tokenize(eng.render_chat("", assistant_prefix="The"), [CLIPS[1]])]
     prep = eng.prepare(toks)
     assert prep.position_ids.shape == (3, 2, prep.seq_len)
-    seqlens = torch.cat([t.features["feature_attention_mask"].sum(-1) for t in toks])
+    seqlens = torch.cat([lm.engine.features(t)["feature_attention_mask"].sum(-1) for t in toks])
     pos, _ = lm.model.model.get_rope_index(prep.input_ids, None, None, prep.attention_mask, False, seqlens)
     real = prep.attention_mask.bool()
     for r in range(3):
