@@ -79,6 +79,11 @@ class Engine:
         self.encoder_calls = 0  # number of clips actually run through the audio encoder
         self.decoder_calls = 0  # number of decoder forward passes (batches)
 
+    def clear_caches(self) -> None:
+        """Forget encoded clips and known placeholder counts (a fresh start, e.g. for benchmarks)."""
+        self._audio_cache.clear()
+        self._expansion.clear()
+
     # ---- properties --------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
