@@ -58,6 +58,22 @@ def _int_x(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _info_axes(ax) -> None:
+    """Common styling of an information-score-per-layer panel."""
+    _int_x(ax)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("information score")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+
+
+def _finish(fig, title: str = ""):
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def _arr(v: Sequence[Any] | None) -> np.ndarray:
     return np.asarray([np.nan if x is None else x for x in (v or [])], dtype=float)
 
@@ -84,15 +100,8 @@ def layer_curves(tasks: Sequence[Mapping[str, Any]], title: str = "", position: 
         nl = next(t["n_labels"] for t in tasks if t["track"] == tr)
         ax.axhline(1.0 / nl, color="gray", ls=":", lw=1, label="chance")
         ax.set_title(tr)
-        _int_x(ax)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("information score")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+        _info_axes(ax)
+    return _finish(fig, title)
 
 
 def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position: str = "last") -> Any:
@@ -130,15 +139,8 @@ def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
                 ax.plot(np.arange(len(y)), y, color=c, marker=".", label=lab)
         ax.axhline(1.0 / t["n_labels"], color="black", ls=":", lw=1)
         ax.set_title(t.get("task", ""))
-        _int_x(ax)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("information score")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+        _info_axes(ax)
+    return _finish(fig, title)
 
 
 def rr_layers(series: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:

@@ -232,8 +232,6 @@ def batches(seq: list, n: int) -> list[list]:
 # ---- paths -----------------------------------------------------------------------------------------------
 
 def ours(engine, items, batch: int, intervention=None):
-    from interventions.scoring import score_items
-
     engine.clear_caches()  # fresh caches: every clip pays its feature extraction and encoder pass
     return _score_fresh_tokens(engine, items, batch, intervention)
 
@@ -292,26 +290,25 @@ def baseline_generate(engine, proc, items, new_tokens: int = 16):
     return res
 
 
-def tracing_batched(engine, items):
+def _tracing(engine, items, *, batched: bool):
+    """Layer-wise tracing: batched (L rows per forward, corrupted prefix cached) or the naive loop."""
     from analysis.tracing import layer_variants, patched_probs, prepare_trace
 
     engine.clear_caches()
     out = []
     for it in items:
         run = prepare_trace(engine, it)
-        out.append(patched_probs(engine, run, layer_variants(run), rows=engine.num_layers, prefix_cache=True))
+        out.append(patched_probs(engine, run, layer_variants(run), rows=engine.num_layers if batched else 1,
+                                 prefix_cache=batched))
     return out
+
+
+def tracing_batched(engine, items):
+    return _tracing(engine, items, batched=True)
 
 
 def tracing_naive(engine, items):
-    from analysis.tracing import layer_variants, patched_probs, prepare_trace
-
-    engine.clear_caches()
-    out = []
-    for it in items:
-        run = prepare_trace(engine, it)
-        out.append(patched_probs(engine, run, layer_variants(run), rows=1, prefix_cache=False))
-    return out
+    return _tracing(engine, items, batched=False)
 
 
 def lens_two_positions(engine, items, batch: int):
