@@ -30,7 +30,7 @@ __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 REFERENCE_MODEL_DIR = Path(__file__).parent / "reference" / "model"
 
 MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
-              "trust_remote_code", "parallelize", "max_gen_toks", "max_length") + STEER_KEYS
+              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix") + STEER_KEYS
 
 
 def _bool(v: Any) -> bool:
@@ -148,6 +148,9 @@ class AudioLALM(LM):
         self.max_batch_size = int(kwargs.get("max_batch_size") or 64)
         self.batch_size_per_gpu = self.max_batch_size if self.auto_batch else int(bs)
         self.max_gen_toks = int(kwargs.get("max_gen_toks", 256))
+        self.share_prefix = str(kwargs.get("share_prefix", "auto")).strip().lower()
+        if self.share_prefix not in ("auto", "true", "false"):
+            raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
 
         self.model, self.processor, self.spec = load_model(
             self.pretrained, revision=self.revision, dtype=kwargs.get("dtype", "auto"), device=self._device,
@@ -327,7 +330,7 @@ class AudioLALM(LM):
         return self._interventions[task_name]
 
     # ---- scoring ----------------------------------------------------------------------------
-    def _score_batches(self, items, intervention, desc: str):
+    def _score_batches(self, items, intervention, desc: str, *, share_prefix: bool = False, pbar=None):
         import torch
 
         from interventions.scoring import score_items
@@ -336,14 +339,17 @@ class AudioLALM(LM):
         results: dict[int, Any] = {}
         bs = self.batch_size_per_gpu
         pos = 0
-        pbar = tqdm(total=len(items), desc=desc, disable=(self.rank != 0))
+        own = pbar is None
+        if own:
+            pbar = tqdm(total=len(items), desc=desc, disable=(self.rank != 0))
         while pos < len(order):
             chunk = order[pos: pos + bs]
             try:
-                scores = score_items(self.engine, [items[i] for i in chunk], intervention)
+                scores = score_items(self.engine, [items[i] for i in chunk], intervention, share_prefix=share_prefix)
             except torch.OutOfMemoryError:
                 if bs == 1:
                     raise
+                self.engine.drop_prefix_cache()  # recomputed on demand; frees device memory now
                 torch.cuda.empty_cache()
                 bs = max(1, bs // 2)
                 log.warning("audio_lalm: out of memory, batch size lowered to %d", bs)
@@ -352,10 +358,25 @@ class AudioLALM(LM):
                 results[i] = s
             pos += len(chunk)
             pbar.update(len(chunk))
-        pbar.close()
+        if own:
+            pbar.close()
         if self.auto_batch:
             self.batch_size_per_gpu = bs
         return [results[i] for i in range(len(items))]
+
+    def _shared_prefix_groups(self, items) -> list[list[int]] | None:
+        """Items grouped by audio prefix (same clip, same text before it) when sharing pays off:
+        ``share_prefix=true``, or ``auto`` and some prefix occurs more than once (several prompt
+        formats or tasks over the same clips).  None: score task by task as usual."""
+        if self.share_prefix == "false":
+            return None
+        groups: OrderedDict[Any, list[int]] = OrderedDict()
+        for i, it in enumerate(items):
+            key = self.engine.prefix_key(it.tok)
+            groups.setdefault(key if key is not None else ("own", i), []).append(i)
+        if self.share_prefix == "auto" and all(len(g) == 1 for g in groups.values()):
+            return None
+        return sorted(groups.values(), key=lambda g: -max(int(items[i].tok.input_ids.shape[0]) for i in g))
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         items = self._build_items(requests)
@@ -363,14 +384,34 @@ class AudioLALM(LM):
         by_task: OrderedDict[str, list[int]] = OrderedDict()
         for i, it in enumerate(items):
             by_task.setdefault(it.meta["task"], []).append(i)
-        for task, idxs in by_task.items():
-            iv = self.intervention_for(task)
-            sub = [items[i] for i in idxs]
-            scores = self._score_batches(sub, iv, desc=f"audio_lalm {task}")
+
+        def emit(sub, scores):
             for it, s in zip(sub, scores):
                 for r, res in zip(it.meta["reqs"], s.as_results()):
                     out[r] = res
                     self.cache_hook.add_partial("loglikelihood", requests[r].args[:2], res)
+
+        groups = self._shared_prefix_groups(items)
+        if groups is None:
+            for task, idxs in by_task.items():
+                sub = [items[i] for i in idxs]
+                emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
+            return out
+        # Shared audio prefixes: walk the clips in chunks of one batch; within a chunk every task
+        # (prompt format, intervention) is scored against the prefix KV computed once per clip.
+        ivs = {task: self.intervention_for(task) for task in by_task}
+        pbar = tqdm(total=len(items), desc="audio_lalm (shared audio prefixes)", disable=(self.rank != 0))
+        pos = 0
+        while pos < len(groups):
+            chunk = groups[pos: pos + self.batch_size_per_gpu]
+            self.engine.prefix_cache_size = max(self.engine.prefix_cache_size, 2 * len(chunk))
+            members = {i for g in chunk for i in g}
+            for task, idxs in by_task.items():
+                sub = [items[i] for i in idxs if i in members]
+                if sub:
+                    emit(sub, self._score_batches(sub, ivs[task], desc=task, share_prefix=True, pbar=pbar))
+            pos += len(chunk)
+        pbar.close()
         return out
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:

@@ -204,16 +204,17 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
     """Accuracy (first-token criterion) with intervention ``make(alpha)`` for each alpha."""
     from .scoring import score_items
 
-    res = {}
-    for a in alphas:
-        iv = make(a)
-        correct = 0
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            for it, sc in zip(chunk, score_items(engine, chunk, iv)):
-                correct += int(int(np.argmax(sc.first)) == int(it.meta["gold"]))
-        res[float(a)] = correct / len(items)
-    return res
+    ivs = {float(a): make(a) for a in alphas}
+    correct = {a: 0 for a in ivs}
+    # Chunk outer, strength inner: each clip's audio prefix is run through the decoder once and
+    # its KV cache shared by all strengths (interventions act at the last position only).
+    engine.prefix_cache_size = max(engine.prefix_cache_size, 2 * batch_size)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        for a, iv in ivs.items():
+            for it, sc in zip(chunk, score_items(engine, chunk, iv, share_prefix=True)):
+                correct[a] += int(int(np.argmax(sc.first)) == int(it.meta["gold"]))
+    return {a: c / len(items) for a, c in correct.items()}
 
 
 def _best(sweep: dict[float, float]) -> float:

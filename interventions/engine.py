@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,12 @@ class Prepared:
     position_ids: torch.Tensor  # (B, T) or (rows, B, T)
     inputs_embeds: torch.Tensor  # (B, T, d)
     audio_mask: torch.Tensor  # (B, T) bool
-    lengths: list[int]  # unpadded lengths
+    lengths: list[int]  # unpadded lengths (a split batch: prefix + suffix)
+    # A split batch (``Engine.prepare_split``): the tensors above cover only the suffix after the
+    # shared audio prefix; ``past()`` returns a fresh KV cache of the left-padded prefixes and
+    # ``attention_mask`` covers prefix + suffix.
+    past: Callable[[], Any] | None = None
+    prefix_len: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -78,11 +83,19 @@ class Engine:
         self._fast_tokenize: bool | None = None  # tokenizer-only expansion, verified against the processor once
         self.encoder_calls = 0  # number of clips actually run through the audio encoder
         self.decoder_calls = 0  # number of decoder forward passes (batches)
+        # Shared audio prefixes (system turn + audio, up to the last audio token): their KV cache is
+        # computed once and reused by every prompt format / intervention of the same clip.
+        self.share_prefix = False  # default for score_items
+        self.prefix_cache_size = 256  # entries kept (LRU); callers sharing prefixes size it to their chunk
+        self._prefix_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.prefix_tokens_computed = 0  # prefix positions actually run through the decoder
+        self.prefix_hits = 0  # prompts whose prefix KV was reused rather than computed
 
     def clear_caches(self) -> None:
-        """Forget encoded clips and known placeholder counts (a fresh start, e.g. for benchmarks)."""
+        """Forget encoded clips, known placeholder counts and prefix KV caches (a fresh start)."""
         self._audio_cache.clear()
         self._expansion.clear()
+        self._prefix_cache.clear()
 
     # ---- properties --------------------------------------------------------------------
     @property
@@ -302,6 +315,102 @@ class Engine:
             pos_ids = pos_ids.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
         return Prepared(ids, mask, pos_ids, emb, audio_mask, lengths)
 
+    # ---- shared audio prefixes ------------------------------------------------------------
+    def drop_prefix_cache(self) -> None:
+        """Forget the prefix KV caches (e.g. to free device memory after an out-of-memory error)."""
+        self._prefix_cache.clear()
+
+    def split_point(self, tok: Tokenized) -> int | None:
+        """End of the shared audio prefix: one past the last audio placeholder (None: no audio, or
+        nothing after it)."""
+        pos = (tok.input_ids == self.audio_token_id).nonzero()
+        if pos.numel() == 0:
+            return None
+        p = int(pos[-1]) + 1
+        return p if p < int(tok.input_ids.shape[0]) else None
+
+    def prefix_key(self, tok: Tokenized, *, silence: bool = False) -> str | None:
+        """Identity of a prompt's audio prefix (its token ids and clips); None when it has none."""
+        p = self.split_point(tok)
+        if p is None:
+            return None
+        h = hashlib.blake2b(tok.input_ids[:p].numpy().astype(np.int64).tobytes(), digest_size=16).hexdigest()
+        clips = "|".join(f"silence:{len(c)}" if silence else clip_key(c) for c in tok.clips)
+        return f"{h}:{clips}"
+
+    @torch.no_grad()
+    def prepare_split(self, toks: Sequence[Tokenized], *, silence: bool = False) -> Prepared:
+        """Like :meth:`prepare`, but the audio prefix of every prompt comes from the prefix KV cache
+        (computed now, once per distinct prefix, if missing) and only the text after it is embedded.
+
+        Valid for passes that read or edit the suffix only (scoring at the last prompt position, and
+        interventions that act there).  Falls back to :meth:`prepare` when a prompt has no audio prefix.
+        """
+        points = [self.split_point(t) for t in toks]
+        if any(p is None for p in points):
+            return self.prepare(toks, silence=silence)
+        keys = [self.prefix_key(t, silence=silence) for t in toks]
+        entries: dict[str, torch.Tensor] = {}
+        missing: list[int] = []
+        for i, k in enumerate(keys):
+            if k in entries:
+                continue
+            if k in self._prefix_cache:
+                self._prefix_cache.move_to_end(k)
+                entries[k] = self._prefix_cache[k]
+            else:
+                entries[k] = None  # type: ignore[assignment]
+                missing.append(i)
+        if missing:
+            ptoks = [Tokenized(toks[i].input_ids[: points[i]], toks[i].clips, toks[i].features, toks[i].prompt)
+                     for i in missing]
+            pp = self.prepare(ptoks, silence=silence)
+            kv = self.run(pp, use_cache=True).past_key_values
+            layers = kv.layers
+            for r, i in enumerate(missing):
+                n = points[i]
+                # (L, 2, H_kv, n, D): keys and values of this prompt's prefix, padding dropped.
+                e = torch.stack([torch.stack([lay.keys[r, :, -n:], lay.values[r, :, -n:]]) for lay in layers])
+                entries[keys[i]] = e
+                self._prefix_cache[keys[i]] = e
+                self.prefix_tokens_computed += n
+            while len(self._prefix_cache) > self.prefix_cache_size:
+                self._prefix_cache.popitem(last=False)
+        B = len(toks)
+        self.prefix_hits += B - len(missing)  # rows whose prefix KV came from the cache
+        P = max(points)
+        S = [int(t.input_ids.shape[0]) - p for t, p in zip(toks, points)]
+        Smax = max(S)
+        first = entries[keys[0]]
+        Lk, _, Hk, _, D = first.shape
+        dev = self.device
+        kv = torch.zeros((B, Lk, 2, Hk, P, D), dtype=first.dtype, device=first.device)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((B, Smax), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, P + Smax), dtype=torch.long)
+        pos = torch.zeros((B, Smax), dtype=torch.long)
+        for b, (t, p, s) in enumerate(zip(toks, points, S)):
+            kv[b, :, :, :, P - p:] = entries[keys[b]]
+            ids[b, Smax - s:] = t.input_ids[p:]
+            mask[b, P - p: P] = 1
+            mask[b, P + Smax - s:] = 1
+            pos[b, Smax - s:] = torch.arange(p, p + s)
+        ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+        if bool((ids == self.audio_token_id).any()):
+            raise RuntimeError("audio placeholder after the split point")
+        emb = self.spec.embed_module(self.model)(ids)
+        if self.spec.position_id_rows > 1:
+            pos = pos.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
+        cfg = self.spec.text_cfg(self.model)
+
+        def past() -> Any:
+            from transformers import DynamicCache
+
+            return DynamicCache(ddp_cache_data=[(kv[:, l, 0], kv[:, l, 1]) for l in range(Lk)], config=cfg)
+
+        return Prepared(ids, mask, pos, emb, torch.zeros_like(ids, dtype=torch.bool),
+                        [p + s for p, s in zip(points, S)], past=past, prefix_len=P)
+
     # ---- decoder -------------------------------------------------------------------------
     def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,
             output_hidden_states: bool = False, output_attentions: bool = False,
@@ -310,6 +419,8 @@ class Engine:
         """Run the text decoder; returns transformers' BaseModelOutputWithPast."""
         dec = self.spec.decoder_module(self.model)
         self.decoder_calls += 1
+        if past_key_values is None and prep.past is not None and inputs_embeds is None:
+            past_key_values = prep.past()
         return dec(
             inputs_embeds=prep.inputs_embeds if inputs_embeds is None else inputs_embeds,
             attention_mask=prep.attention_mask if attention_mask is None else attention_mask,

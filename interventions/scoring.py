@@ -4,6 +4,11 @@ An item is one prompt (with its audio) and several continuations.  The prefix is
 a batch of items; single-token continuations read the next-token distribution at the last prompt
 position; multi-token continuations reuse the prefix's KV cache (rows selected per continuation)
 and are batched together.  Interventions act at the last prompt position during the prefix pass.
+
+With ``share_prefix`` the audio prefix of each prompt (system turn and audio, up to the last audio
+token) comes from the engine's prefix KV cache: a clip scored under several prompt formats or
+interventions runs its prefix through the decoder once.  Interventions act at the last prompt
+position only, so the prefix is the same with and without them.
 """
 
 from __future__ import annotations
@@ -57,15 +62,22 @@ def last_positions(prep) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = None) -> list[ItemScore]:
+def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = None, *,
+                share_prefix: bool | None = None) -> list[ItemScore]:
     """Score every continuation of every item; one decoder pass over the batch of prefixes
-    (plus one batched pass for the multi-token continuations, plus what the intervention needs)."""
+    (plus one batched pass for the multi-token continuations, plus what the intervention needs).
+
+    ``share_prefix`` (default: ``engine.share_prefix``) takes each prompt's audio prefix from the
+    engine's prefix KV cache, computing it once per distinct prefix."""
     if not items:
         return []
     toks = [it.tok for it in items]
-    prep = engine.prepare(toks)
+    share = engine.share_prefix if share_prefix is None else share_prefix
+    prep = engine.prepare_split(toks) if share else engine.prepare(toks)
     need_cache = any(len(c) > 1 for it in items for c in it.continuations)
-    last = last_positions(prep)
+    # The last prompt position of every row, counted from the end: the same index in the main pass
+    # (which may cover only the suffix) and in an intervention's full-length auxiliary passes.
+    last = torch.full((prep.batch_size,), -1, dtype=torch.long, device=prep.input_ids.device)
     if intervention is not None and getattr(intervention, "name", "none") != "none":
         with intervention.applied(engine, prep, toks, last):
             out = engine.run(prep, use_cache=need_cache)

@@ -46,6 +46,27 @@ def _full_forward(lm, prompt, wave, hook_layer=None, hook=None, o_proj_hook=None
     return out, cap, heads_in
 
 
+@pytest.fixture(params=[False, True], ids=["full", "shared_prefix"])
+def score(request, tiny_lm):
+    """score_items with the full prompt, or with the audio prefix from the prefix KV cache (run
+    twice: the first call computes the prefix, the second reuses it; both must agree)."""
+    share = request.param
+
+    def run(items, iv=None):
+        if not share:
+            return score_items(tiny_lm.engine, items, iv)
+        tiny_lm.engine.clear_caches()
+        first = score_items(tiny_lm.engine, items, iv, share_prefix=True)
+        hits = tiny_lm.engine.prefix_hits
+        again = score_items(tiny_lm.engine, items, iv, share_prefix=True)
+        assert tiny_lm.engine.prefix_hits == hits + len(items)
+        for a, b in zip(first, again):
+            assert np.allclose(a.loglik, b.loglik, atol=1e-5)
+        return again
+
+    return run
+
+
 def _logp_first(lm, logits_last, ids):
     return torch.log_softmax(logits_last.float(), -1)[ids]
 
@@ -60,7 +81,7 @@ def test_strength_zero_reproduces_unsteered_exactly(tiny_lm):
             assert a.loglik == b.loglik, iv
 
 
-def test_enrich_matches_hand_reference_and_touches_only_target(tiny_lm):
+def test_enrich_matches_hand_reference_and_touches_only_target(tiny_lm, score):
     lm = tiny_lm
     w = make_waves(1, seed=5)[0]
     items, prompt = _items(lm, [w])
@@ -75,7 +96,7 @@ def test_enrich_matches_hand_reference_and_touches_only_target(tiny_lm):
         return (h,) + tuple(o[1:]) if isinstance(o, tuple) else h
 
     ref_out, ref_cap, _ = _full_forward(lm, prompt, w, hook_layer=src + gap, hook=hook)
-    got = score_items(lm.engine, items, Enrich(src, lam, gap))[0]
+    got = score(items, Enrich(src, lam, gap))[0]
     ids = [c[0] for c in items[0].continuations]
     ref = _logp_first(lm, ref_out.logits[0, -1], ids)
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
@@ -97,7 +118,7 @@ def _silence_states(lm, prompt, n):
     return _full_forward(lm, prompt, np.zeros(n, np.float32))
 
 
-def test_layer_guided_matches_hand_reference(tiny_lm):
+def test_layer_guided_matches_hand_reference(tiny_lm, score):
     lm = tiny_lm
     w = make_waves(1, seed=7)[0]
     items, prompt = _items(lm, [w])
@@ -113,11 +134,11 @@ def test_layer_guided_matches_hand_reference(tiny_lm):
     logits = lm.model.lm_head(lm.model.model.language_model.norm(h))
     ids = [c[0] for c in items[0].continuations]
     ref = _logp_first(lm, logits, ids)
-    got = score_items(lm.engine, items, LayerGuided(weights, alpha, heads=heads))[0]
+    got = score(items, LayerGuided(weights, alpha, heads=heads))[0]
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
 
 
-def test_head_steering_matches_hand_reference(tiny_lm):
+def test_head_steering_matches_hand_reference(tiny_lm, score):
     lm = tiny_lm
     w = make_waves(1, seed=9)[0]
     items, prompt = _items(lm, [w])
@@ -152,17 +173,17 @@ def test_head_steering_matches_hand_reference(tiny_lm):
             h.remove()
     ids = [c[0] for c in items[0].continuations]
     ref = _logp_first(lm, logits, ids)
-    got = score_items(lm.engine, items, HeadSteer(heads, alpha))[0]
+    got = score(items, HeadSteer(heads, alpha))[0]
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("iv", [Enrich(1, 0.5, 2), LayerGuided({2: 0.5, 3: 0.5}, 1.0), HeadSteer([(2, 1), (3, 2)], 1.0)],
                          ids=["enrich", "layer_guided", "head"])
-def test_steered_batched_equals_unbatched(tiny_lm, iv):
+def test_steered_batched_equals_unbatched(tiny_lm, iv, score):
     waves = make_waves(3, seed=11)
     items, _ = _items(tiny_lm, waves)
-    one = [score_items(tiny_lm.engine, [it], iv)[0] for it in items]
-    many = score_items(tiny_lm.engine, items, iv)
+    one = [score([it], iv)[0] for it in items]
+    many = score(items, iv)
     for a, b in zip(one, many):
         assert np.allclose(a.loglik, b.loglik, atol=1e-5)
 

@@ -223,3 +223,28 @@ def test_second_prompt_for_a_known_clip_skips_feature_extraction(tiny_qwen2_audi
     ref = lm.processor(text=[prompt_b], audio=[w], sampling_rate=16000, return_tensors="pt")
     assert torch.equal(b.input_ids, ref["input_ids"][0])
     assert torch.equal(e.features(b)["input_features"], ref["input_features"])
+
+
+def test_batch_size_auto_backs_off_on_out_of_memory_and_keeps_scores(tiny_qwen2_audio_dir, monkeypatch):
+    """batch_size=auto: a batch that raises OutOfMemoryError is retried at half the size (the prefix KV
+    cache is dropped too); the run completes with the same scores as batch 1."""
+    import interventions.scoring as scoring
+    from audio_tasks.model import AudioLALM
+
+    waves = make_waves(5, seed=8)
+    ref = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size=1).loglikelihood(_requests(waves))
+    lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size="auto", max_batch_size=8)
+    real, sizes, drops = scoring.score_items, [], []
+
+    def limited(engine, items, intervention=None, **kw):
+        sizes.append(len(items))
+        if len(items) > 2:
+            raise torch.OutOfMemoryError("simulated: batch too large")
+        return real(engine, items, intervention, **kw)
+
+    monkeypatch.setattr(scoring, "score_items", limited)
+    monkeypatch.setattr(lm.engine, "drop_prefix_cache", lambda: drops.append(1))
+    got = lm.loglikelihood(_requests(waves))
+    assert sizes == [5, 4, 2, 2, 1]  # 5 docs at 8: OOM; at 4: OOM; then batches of 2, 2, 1
+    assert lm.batch_size_per_gpu == 2 and len(drops) == 2
+    assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(got, ref)) < 1e-4

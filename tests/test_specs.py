@@ -107,3 +107,45 @@ def test_unknown_model_type_is_a_clear_error():
             assert mt in msg  # the error lists what is supported
     with pytest.raises(ValueError, match="model_type=None"):
         spec_for_config(SimpleNamespace())
+
+
+def test_qwen2_audio_encoder_cut_window_equals_the_models_own_audio_embeddings(tiny_qwen2_audio_dir):
+    """The Qwen2-Audio spec runs the tower only up to the longest clip (+ margin), not the 30-s window;
+    the embeddings must equal what the model's own forward puts at the audio positions, for clips of
+    very different lengths batched together (0.6 s ... 29 s, and silence)."""
+    import numpy as np
+
+    from audio_tasks.model import AudioLALM
+    from tests.conftest import make_waves
+
+    lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size=1)
+    e = lm.engine
+    rng = np.random.default_rng(3)
+    waves = make_waves(3, seed=4) + [(0.1 * rng.standard_normal(16000 * 29)).astype(np.float32),
+                                     np.zeros(16000 * 3, np.float32)]
+    prompt = e.render_chat("Describe the audio.", assistant_prefix="It is")
+    toks = [e.tokenize(prompt, [w]) for w in waves]
+    frames = []
+    h = lm.model.model.audio_tower.conv1.register_forward_pre_hook(lambda m, a: frames.append(a[0].shape[-1]))
+    try:
+        short = e.audio_embeddings(toks[:3])  # batch of short clips
+        e.clear_caches()
+        mixed = e.audio_embeddings(toks)  # the same clips batched with a 29-s one
+    finally:
+        h.remove()
+    assert frames[0] < 200 and frames[1] < 3000  # the window was cut (0.6-1.1 s clips: ~110 mel frames)
+    for i, w in enumerate(waves):
+        inp = lm.processor(text=[prompt], audio=[w], sampling_rate=16000, return_tensors="pt")
+        cap = {}
+        hk = lm.model.model.language_model.register_forward_pre_hook(
+            lambda m, a, k: cap.__setitem__("emb", k["inputs_embeds"]), with_kwargs=True)
+        try:
+            with torch.no_grad():
+                lm.model(**inp)
+        finally:
+            hk.remove()
+        ref = cap["emb"][0][inp["input_ids"][0] == e.audio_token_id]
+        assert mixed[i][0].shape == ref.shape
+        assert torch.allclose(mixed[i][0], ref, atol=1e-5)
+        if i < 3:
+            assert torch.allclose(short[i][0], ref, atol=1e-5)
