@@ -411,6 +411,42 @@ class Engine:
         return Prepared(ids, mask, pos, emb, torch.zeros_like(ids, dtype=torch.bool),
                         [p + s for p, s in zip(points, S)], past=past, prefix_len=P)
 
+    @torch.no_grad()
+    def split_last(self, prep: Prepared) -> Prepared:
+        """Run every position but the last prompt position once (unsteered, KV cached) and return a
+        batch holding only the last position on top of that cache.
+
+        Interventions act at the last prompt position only, so a steered pass needs only that
+        position; an intervention's own unsteered auxiliary pass over the same prompt (head steering
+        caches the unsteered head outputs) then costs one position too.  ``past()`` returns the
+        context cache cropped back to the context, so several passes can run on it in turn.
+        """
+        n_new = prep.seq_len - 1
+        past = prep.past() if prep.past is not None else None
+        if n_new > 0:
+            pos = prep.position_ids[..., :-1]
+            out = self.run(prep, past_key_values=past, use_cache=True, inputs_embeds=prep.inputs_embeds[:, :-1],
+                           attention_mask=prep.attention_mask[:, :-1], position_ids=pos)
+            past = out.past_key_values
+        if past is None:  # a one-token prompt: nothing to cache
+            from transformers import DynamicCache
+
+            past = DynamicCache(config=self.spec.text_cfg(self.model))
+        n_ctx = int(prep.attention_mask.shape[1]) - 1
+
+        def cropped() -> Any:
+            # Per layer: an auxiliary pass that stopped early appended to the first layers only.
+            for lay in past.layers:
+                if getattr(lay, "keys", None) is not None and lay.keys.shape[-2] > n_ctx:
+                    lay.keys, lay.values = lay.keys[..., :n_ctx, :], lay.values[..., :n_ctx, :]
+                    if hasattr(lay, "cumulative_length"):
+                        lay.cumulative_length = n_ctx
+            return past
+
+        return Prepared(prep.input_ids[:, -1:], prep.attention_mask, prep.position_ids[..., -1:],
+                        prep.inputs_embeds[:, -1:], prep.audio_mask[:, -1:], prep.lengths, past=cropped,
+                        prefix_len=n_ctx)
+
     # ---- decoder -------------------------------------------------------------------------
     def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,
             output_hidden_states: bool = False, output_attentions: bool = False,

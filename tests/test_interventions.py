@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interventions.scoring import MCItem, score_items
-from interventions.steering import Enrich, HeadSteer, LayerGuided, layer_weights
+from interventions.steering import Enrich, HeadSteer, LayerGuided, NoIntervention, layer_weights
 from tests.conftest import make_waves
 
 USER = "What is the gender of the speaker in the speech? Possible options: male, female."
@@ -71,13 +71,19 @@ def _logp_first(lm, logits_last, ids):
     return torch.log_softmax(logits_last.float(), -1)[ids]
 
 
-def test_strength_zero_reproduces_unsteered_exactly(tiny_lm):
+def test_strength_zero_reproduces_unsteered(tiny_lm):
+    """Strength 0: the same scores as the unsteered one-pass path (within float32 reordering: a steered
+    batch runs the last prompt position on the KV cache of the rest), and bit-identical to the steered
+    path with no hooks at all (the hooks add exactly zero)."""
     items, _ = _items(tiny_lm, make_waves(3))
     base = score_items(tiny_lm.engine, items)
+    noop = score_items(tiny_lm.engine, items, NoIntervention(name="noop"))  # steered path, nothing installed
+    for a, b in zip(base, noop):
+        assert np.allclose(a.loglik, b.loglik, atol=1e-5) and a.greedy == b.greedy
     for iv in [Enrich(1, 0.0, 2), LayerGuided({2: 0.5, 4: 0.5}, 0.0), LayerGuided({3: 1.0}, 0.0, name="single_layer"),
                HeadSteer([(2, 1), (4, 0)], 0.0)]:
         got = score_items(tiny_lm.engine, items, iv)
-        for a, b in zip(base, got):
+        for a, b in zip(noop, got):
             assert a.loglik == b.loglik, iv
 
 

@@ -130,3 +130,31 @@ def test_prefix_cache_eviction_recomputes_and_stays_exact(tiny_dirs):
     for it, g, k in zip(items, got, (0, 1, 0)):
         _, first, _, _ = _reference(lm, prompt, CLIPS[k], " male")
         assert abs(g.first[0] - first) < 1e-4
+
+
+def test_steered_batch_runs_the_context_once_and_the_last_position_per_pass(tiny_dirs):
+    """Head steering: the prompt minus its last position runs once (unsteered, cached); the unsteered
+    auxiliary pass the paper caches and the steered pass each cover the last position only; the
+    silence pass is a full-length pass (it has other inputs). With share_prefix the audio prefix
+    comes from the cache, so the context pass covers only the text after the audio."""
+    from interventions.scoring import MCItem, score_items
+    from interventions.steering import HeadSteer
+
+    lm = _lm(tiny_dirs["qwen2_audio"], batch_size=2)
+    e = lm.engine
+    prompt = e.render_chat("male or female?", assistant_prefix="It is")
+    conts = [e.encode_text(" male"), e.encode_text(" female")]
+    items = [MCItem(e.tokenize(prompt, [c]), conts) for c in CLIPS]
+    T = max(int(it.tok.input_ids.shape[0]) for it in items)
+    p = max(e.split_point(it.tok) for it in items)
+    lengths: list[int] = []
+    h = lm.spec.layer_modules(lm.model)[0].register_forward_pre_hook(lambda m, a: lengths.append(a[0].shape[1]))
+    try:
+        score_items(e, items, HeadSteer([(2, 1), (3, 0)], 1.0))
+        plain = list(lengths)
+        lengths.clear()
+        score_items(e, items, HeadSteer([(2, 1), (3, 0)], 1.0), share_prefix=True)
+    finally:
+        h.remove()
+    assert sorted(plain) == sorted([T - 1, T, 1, 1])  # context, silence, unsteered aux, steered
+    assert sorted(lengths) == sorted([p, T - p - 1, T, 1, 1])  # + the audio prefix pass, once
