@@ -79,9 +79,10 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = Non
     # (which may cover only the suffix) and in an intervention's full-length auxiliary passes.
     last = torch.full((prep.batch_size,), -1, dtype=torch.long, device=prep.input_ids.device)
     if intervention is not None and getattr(intervention, "name", "none") != "none":
-        # Everything before the last prompt position is unaffected by the intervention: run it once,
-        # unsteered, and apply the intervention to a pass over the last position only.
-        prep = engine.split_last(prep)
+        if getattr(intervention, "unsteered_aux_pass", False):
+            # Everything before the last prompt position is unaffected by the intervention: run it once,
+            # unsteered; the intervention's unsteered pass and the steered pass cover the last position only.
+            prep = engine.split_last(prep)
         with intervention.applied(engine, prep, toks, last):
             out = engine.run(prep, use_cache=need_cache)
     else:

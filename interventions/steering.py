@@ -51,6 +51,10 @@ class Handle:
 class _Base:
     name = "none"
     needs_silence = False
+    # True: the intervention also runs an unsteered pass over the same prompt (head steering caches
+    # the unsteered head outputs).  Scoring then runs the prompt's context once and both passes over
+    # the last position only; otherwise one pass over the whole prompt is cheaper.
+    unsteered_aux_pass = False
 
     def install(self, engine, prep, toks, positions, stack: ExitStack) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -175,6 +179,7 @@ class HeadSteer(_Base):
     alpha: float
     name: str = "head"
     needs_silence = True
+    unsteered_aux_pass = True
 
     def install(self, engine, prep, toks, positions, stack):
         L, H = engine.num_layers, engine.spec.num_heads(engine.model)
