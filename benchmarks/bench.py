@@ -244,11 +244,18 @@ def ours(engine, items, batch: int, intervention=None):
     return _score_fresh_tokens(engine, items, batch, intervention)
 
 
-def _score_fresh_tokens(engine, items, batch: int, intervention=None, share_prefix: bool = False):
-    """Tokenize inside the timed region (the per-choice baseline pays its processor calls too)."""
-    from interventions.scoring import MCItem, score_items
+def fresh_tokens(engine, items):
+    """Re-tokenize inside the timed region: every path pays its processor calls (mel features), as the
+    per-choice baseline does."""
+    from interventions.scoring import MCItem
 
-    items = [MCItem(engine.tokenize(it.meta["prompt"], it.tok.clips), it.continuations, it.meta) for it in items]
+    return [MCItem(engine.tokenize(it.meta["prompt"], it.tok.clips), it.continuations, it.meta) for it in items]
+
+
+def _score_fresh_tokens(engine, items, batch: int, intervention=None, share_prefix: bool = False):
+    from interventions.scoring import score_items
+
+    items = fresh_tokens(engine, items)
     out = []
     for b in batches(items, batch):
         out.extend(score_items(engine, b, intervention, share_prefix=share_prefix))
@@ -315,7 +322,7 @@ def _tracing(engine, items, *, batched: bool):
 
     engine.clear_caches()
     out = []
-    for it in items:
+    for it in fresh_tokens(engine, items):
         run = prepare_trace(engine, it)
         out.append(patched_probs(engine, run, layer_variants(run), rows=engine.num_layers if batched else 1,
                                  prefix_cache=batched))
@@ -335,7 +342,7 @@ def lens_two_positions(engine, items, batch: int):
 
     engine.clear_caches()
     out = []
-    for b in batches(items, batch):
+    for b in batches(fresh_tokens(engine, items), batch):
         out.extend(lens_batch(engine, b, positions={"prev": -2, "last": -1}, masked=False))
     return out
 
