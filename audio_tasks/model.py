@@ -404,7 +404,7 @@ class AudioLALM(LM):
         pos = 0
         while pos < len(groups):
             chunk = groups[pos: pos + self.batch_size_per_gpu]
-            self.engine.prefix_cache_size = max(self.engine.prefix_cache_size, 2 * len(chunk))
+            self.engine.reserve_prefix_cache(2 * len(chunk))
             members = {i for g in chunk for i in g}
             for task, idxs in by_task.items():
                 sub = [items[i] for i in idxs if i in members]
@@ -477,9 +477,7 @@ class AudioLALM(LM):
                     ids = torch.tensor([[nxt]], device=self.engine.device)
                     emb = self.spec.embed_module(self.model)(ids)
                     mask = torch.ones((1, length + step + 1), dtype=torch.long, device=self.engine.device)
-                    pos = torch.tensor([[length + step]], device=self.engine.device)
-                    if self.spec.position_id_rows > 1:
-                        pos = pos.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
+                    pos = self.engine.position_rows(torch.tensor([[length + step]], device=self.engine.device))
                     o = self.engine.run(prep, inputs_embeds=emb, attention_mask=mask, position_ids=pos,
                                         past_key_values=cache, use_cache=True)
                     cache = o.past_key_values

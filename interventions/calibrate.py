@@ -208,7 +208,7 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
     correct = {a: 0 for a in ivs}
     # Chunk outer, strength inner: each clip's audio prefix is run through the decoder once and
     # its KV cache shared by all strengths (interventions act at the last position only).
-    engine.prefix_cache_size = max(engine.prefix_cache_size, 2 * batch_size)
+    engine.reserve_prefix_cache(2 * batch_size)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         for a, iv in ivs.items():

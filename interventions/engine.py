@@ -39,11 +39,9 @@ class Prepared:
     inputs_embeds: torch.Tensor  # (B, T, d)
     audio_mask: torch.Tensor  # (B, T) bool
     lengths: list[int]  # unpadded lengths (a split batch: prefix + suffix)
-    # A split batch (``Engine.prepare_split``): the tensors above cover only the suffix after the
-    # shared audio prefix; ``past()`` returns a fresh KV cache of the left-padded prefixes and
-    # ``attention_mask`` covers prefix + suffix.
+    # A split batch (``Engine.prepare_split`` / ``split_last``): the tensors above cover only the
+    # positions after a cached part; ``past()`` returns its KV cache and ``attention_mask`` covers both.
     past: Callable[[], Any] | None = None
-    prefix_len: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -85,8 +83,7 @@ class Engine:
         self.decoder_calls = 0  # number of decoder forward passes (batches)
         # Shared audio prefixes (system turn + audio, up to the last audio token): their KV cache is
         # computed once and reused by every prompt format / intervention of the same clip.
-        self.share_prefix = False  # default for score_items
-        self.prefix_cache_size = 256  # entries kept (LRU); callers sharing prefixes size it to their chunk
+        self.prefix_cache_size = 256  # entries kept (LRU); see reserve_prefix_cache
         self._prefix_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.prefix_tokens_computed = 0  # prefix positions actually run through the decoder
         self.prefix_hits = 0  # prompts whose prefix KV was reused rather than computed
@@ -98,6 +95,14 @@ class Engine:
         self._prefix_cache.clear()
 
     # ---- properties --------------------------------------------------------------------
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def position_rows(self, pos: torch.Tensor) -> torch.Tensor:
+        """(B, T) position ids in the layout the decoder takes ((rows, B, T) for M-RoPE)."""
+        rows = self.spec.position_id_rows
+        return pos.unsqueeze(0).expand(rows, -1, -1) if rows > 1 else pos
     @property
     def device(self) -> torch.device:
         return self.spec.embed_module(self.model).weight.device
@@ -286,8 +291,7 @@ class Engine:
         lengths = [int(t.input_ids.shape[0]) for t in toks]
         T = max(lengths)
         B = len(toks)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((B, T), pad_id, dtype=torch.long)
+        ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((B, T), dtype=torch.long)
         for b, t in enumerate(toks):
             ids[b, T - lengths[b]:] = t.input_ids
@@ -310,15 +314,17 @@ class Engine:
                 if pos.numel() != flat.shape[0]:
                     raise RuntimeError(f"{pos.numel()} audio positions but {flat.shape[0]} audio embeddings")
                 emb[i, pos] = flat
-        pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        if self.spec.position_id_rows > 1:
-            pos_ids = pos_ids.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
+        pos_ids = self.position_rows((mask.cumsum(-1) - 1).clamp(min=0))
         return Prepared(ids, mask, pos_ids, emb, audio_mask, lengths)
 
     # ---- shared audio prefixes ------------------------------------------------------------
     def drop_prefix_cache(self) -> None:
         """Forget the prefix KV caches (e.g. to free device memory after an out-of-memory error)."""
         self._prefix_cache.clear()
+
+    def reserve_prefix_cache(self, n: int) -> None:
+        """Keep at least ``n`` prefixes (callers walking clips in chunks pass twice the chunk size)."""
+        self.prefix_cache_size = max(self.prefix_cache_size, int(n))
 
     def split_point(self, tok: Tokenized) -> int | None:
         """End of the shared audio prefix: one past the last audio placeholder (None: no audio, or
@@ -329,17 +335,17 @@ class Engine:
         p = int(pos[-1]) + 1
         return p if p < int(tok.input_ids.shape[0]) else None
 
-    def prefix_key(self, tok: Tokenized, *, silence: bool = False) -> str | None:
-        """Identity of a prompt's audio prefix (its token ids and clips); None when it has none."""
-        p = self.split_point(tok)
+    def prefix_key(self, tok: Tokenized, point: int | None = None) -> str | None:
+        """Identity of a prompt's audio prefix (its token ids and clips); None when it has none.
+        ``point``: its split point, if already known."""
+        p = self.split_point(tok) if point is None else point
         if p is None:
             return None
         h = hashlib.blake2b(tok.input_ids[:p].numpy().astype(np.int64).tobytes(), digest_size=16).hexdigest()
-        clips = "|".join(f"silence:{len(c)}" if silence else clip_key(c) for c in tok.clips)
-        return f"{h}:{clips}"
+        return f"{h}:" + "|".join(clip_key(c) for c in tok.clips)
 
     @torch.no_grad()
-    def prepare_split(self, toks: Sequence[Tokenized], *, silence: bool = False) -> Prepared:
+    def prepare_split(self, toks: Sequence[Tokenized]) -> Prepared:
         """Like :meth:`prepare`, but the audio prefix of every prompt comes from the prefix KV cache
         (computed now, once per distinct prefix, if missing) and only the text after it is embedded.
 
@@ -348,8 +354,8 @@ class Engine:
         """
         points = [self.split_point(t) for t in toks]
         if any(p is None for p in points):
-            return self.prepare(toks, silence=silence)
-        keys = [self.prefix_key(t, silence=silence) for t in toks]
+            return self.prepare(toks)
+        keys = [self.prefix_key(t, p) for t, p in zip(toks, points)]
         entries: dict[str, torch.Tensor] = {}
         missing: list[int] = []
         for i, k in enumerate(keys):
@@ -364,7 +370,7 @@ class Engine:
         if missing:
             ptoks = [Tokenized(toks[i].input_ids[: points[i]], toks[i].clips, toks[i].features, toks[i].prompt)
                      for i in missing]
-            pp = self.prepare(ptoks, silence=silence)
+            pp = self.prepare(ptoks)
             kv = self.run(pp, use_cache=True).past_key_values
             layers = kv.layers
             for r, i in enumerate(missing):
@@ -385,8 +391,7 @@ class Engine:
         Lk, _, Hk, _, D = first.shape
         dev = self.device
         kv = torch.zeros((B, Lk, 2, Hk, P, D), dtype=first.dtype, device=first.device)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((B, Smax), pad_id, dtype=torch.long)
+        ids = torch.full((B, Smax), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((B, P + Smax), dtype=torch.long)
         pos = torch.zeros((B, Smax), dtype=torch.long)
         for b, (t, p, s) in enumerate(zip(toks, points, S)):
@@ -399,8 +404,7 @@ class Engine:
         if bool((ids == self.audio_token_id).any()):
             raise RuntimeError("audio placeholder after the split point")
         emb = self.spec.embed_module(self.model)(ids)
-        if self.spec.position_id_rows > 1:
-            pos = pos.unsqueeze(0).expand(self.spec.position_id_rows, -1, -1)
+        pos = self.position_rows(pos)
         cfg = self.spec.text_cfg(self.model)
 
         def past() -> Any:
@@ -409,7 +413,7 @@ class Engine:
             return DynamicCache(ddp_cache_data=[(kv[:, l, 0], kv[:, l, 1]) for l in range(Lk)], config=cfg)
 
         return Prepared(ids, mask, pos, emb, torch.zeros_like(ids, dtype=torch.bool),
-                        [p + s for p, s in zip(points, S)], past=past, prefix_len=P)
+                        [p + s for p, s in zip(points, S)], past=past)
 
     @torch.no_grad()
     def split_last(self, prep: Prepared) -> Prepared:
@@ -444,8 +448,7 @@ class Engine:
             return past
 
         return Prepared(prep.input_ids[:, -1:], prep.attention_mask, prep.position_ids[..., -1:],
-                        prep.inputs_embeds[:, -1:], prep.audio_mask[:, -1:], prep.lengths, past=cropped,
-                        prefix_len=n_ctx)
+                        prep.inputs_embeds[:, -1:], prep.audio_mask[:, -1:], prep.lengths, past=cropped)
 
     # ---- decoder -------------------------------------------------------------------------
     def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,

@@ -63,17 +63,16 @@ def last_positions(prep) -> torch.Tensor:
 
 @torch.no_grad()
 def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = None, *,
-                share_prefix: bool | None = None) -> list[ItemScore]:
+                share_prefix: bool = False) -> list[ItemScore]:
     """Score every continuation of every item; one decoder pass over the batch of prefixes
     (plus one batched pass for the multi-token continuations, plus what the intervention needs).
 
-    ``share_prefix`` (default: ``engine.share_prefix``) takes each prompt's audio prefix from the
-    engine's prefix KV cache, computing it once per distinct prefix."""
+    ``share_prefix`` takes each prompt's audio prefix from the engine's prefix KV cache, computing it
+    once per distinct prefix."""
     if not items:
         return []
     toks = [it.tok for it in items]
-    share = engine.share_prefix if share_prefix is None else share_prefix
-    prep = engine.prepare_split(toks) if share else engine.prepare(toks)
+    prep = engine.prepare_split(toks) if share_prefix else engine.prepare(toks)
     need_cache = any(len(c) > 1 for it in items for c in it.continuations)
     # The last prompt position of every row, counted from the end: the same index in the main pass
     # (which may cover only the suffix) and in an intervention's full-length auxiliary passes.
@@ -109,7 +108,7 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = Non
         cache.batch_select_indices(rows)
         conts = [items[i].continuations[j] for i, j in multi]
         n = max(len(c) for c in conts) - 1
-        pad = engine.tokenizer.pad_token_id or 0
+        pad = engine.pad_token_id
         ids = torch.full((len(multi), n), pad, dtype=torch.long, device=rows.device)
         cmask = torch.zeros((len(multi), n), dtype=torch.long, device=rows.device)
         for k, c in enumerate(conts):
@@ -118,8 +117,7 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = Non
         attn = torch.cat([prep.attention_mask[rows], cmask], 1)
         start = torch.tensor([prep.lengths[i] for i, _ in multi], device=rows.device)
         pos = start[:, None] + torch.arange(n, device=rows.device)[None, :]
-        if engine.spec.position_id_rows > 1:
-            pos = pos.unsqueeze(0).expand(engine.spec.position_id_rows, -1, -1)
+        pos = engine.position_rows(pos)
         emb = engine.spec.embed_module(engine.model)(ids)
         out2 = engine.run(prep, inputs_embeds=emb, attention_mask=attn, position_ids=pos, past_key_values=cache,
                           use_cache=True)
