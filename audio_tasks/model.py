@@ -67,6 +67,9 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
 
     for mod in spec.processor_imports:  # offline processor classes a checkpoint may name (data in the spec)
         importlib.import_module(mod)
+    from audio_tasks import processors as _processors
+
+    _processors.prepare(pretrained)  # tiny fixture processors, or a clear error naming a missing extra
     cls = getattr(transformers, spec.model_class)
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
                               "dtype": _dtype(dtype, device)}
@@ -79,9 +82,10 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
     if not parallelize:
         model.to(device)
     model.eval()
-    processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
+    processor = _processors.adapt(
+        AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code))
     tok = getattr(processor, "tokenizer", None)
-    if tok is not None:
+    if tok is not None and not isinstance(processor, _processors.MistralVoxtralProcessor):
         tok.padding_side = "left"
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token

@@ -4,6 +4,9 @@ Writes a ``from_pretrained``-loadable directory (random weights, a few layers, a
 byte-level BPE tokenizer holding every special token the chat template and processor need, the
 feature extractor and the processor).  Tests, CI, docs and anyone without a GPU use these.
 
+``--vocab real`` writes a twin of the published checkpoint instead (real vocabulary, special-token ids,
+chat template, processor class; tiny random weights): see :mod:`audio_tasks.twins`.
+
 Voxtral and Qwen2.5-Omni use processors defined here (``TinyVoxtralProcessor``,
 ``TinyQwen2_5OmniProcessor``) and registered with transformers' ``AutoProcessor`` when this module is
 imported; their specs list this module in ``processor_imports`` so the loader imports it first.
@@ -390,10 +393,27 @@ def register_builder(name: str, fn: Callable[..., Path]) -> None:
     BUILDERS[name] = fn
 
 
-def build(arch: str, out: Path, **kw) -> Path:
-    if arch not in BUILDERS:
-        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(sorted(BUILDERS))}")
-    return BUILDERS[arch](Path(out), **kw)
+# Real-vocabulary twins (``--vocab real``), see :mod:`audio_tasks.twins`; resolved lazily (name -> builder).
+TWIN_BUILDERS: dict[str, Callable[..., Path] | None] = {"qwen2_audio": None, "voxtral": None, "qwen2_5_omni": None}
+VOCABS = ("tiny", "real")
+
+
+def register_twin_builder(name: str, fn: Callable[..., Path]) -> None:
+    TWIN_BUILDERS[name] = fn
+
+
+def build(arch: str, out: Path, vocab: str = "tiny", **kw) -> Path:
+    if vocab not in VOCABS:
+        raise ValueError(f"unknown vocab {vocab!r}; valid: {', '.join(VOCABS)}")
+    table = BUILDERS if vocab == "tiny" else TWIN_BUILDERS
+    if arch not in table:
+        raise ValueError(f"unknown arch {arch!r} for --vocab {vocab}; valid: {', '.join(sorted(table))}")
+    fn = table[arch]
+    if fn is None:
+        from . import twins
+
+        fn = twins.TWIN_BUILDERS[arch]
+    return fn(Path(out), **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,10 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", required=True, help="one of: " + ", ".join(sorted(BUILDERS)))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (default: 4 tiny, 2 real)")
+    p.add_argument("--vocab", default="tiny", choices=VOCABS,
+                   help="tiny: 600-token offline BPE (fast, default); real: the checkpoint's real vocabulary, "
+                        "special tokens, chat template and processor (a 'twin', see audio_tasks/twins.py)")
     a = p.parse_args(argv)
-    path = build(a.arch, Path(a.out), seed=a.seed, layers=a.layers)
-    print(json.dumps({"arch": a.arch, "path": str(path)}))
+    kw = {"seed": a.seed}
+    if a.layers is not None:
+        kw["layers"] = a.layers
+    path = build(a.arch, Path(a.out), vocab=a.vocab, **kw)
+    print(json.dumps({"arch": a.arch, "vocab": a.vocab, "path": str(path)}))
     return 0
 
 

@@ -116,7 +116,10 @@ class Engine:
         """Seconds of audio the encoder sees per clip (longer clips are truncated): the spec's
         ``extra["audio_window_s"]``, else the feature extractor's ``chunk_length`` (30 s for Whisper-style)."""
         fe = getattr(self.processor, "feature_extractor", None)
-        w = self.spec.extra.get("audio_window_s") or getattr(fe, "chunk_length", None)
+        if "audio_window_s" in self.spec.extra:  # None: no cut (long audio is windowed by the processor)
+            w = self.spec.extra["audio_window_s"]
+        else:
+            w = getattr(fe, "chunk_length", None)
         return float(w) if w else None
 
     @property
@@ -234,8 +237,9 @@ class Engine:
                 feats = t.features
                 count = self._clip_token_counts(t)[0]
             else:
-                feats = {k: v[j : j + 1] for k, v in self.features(t).items()}
-                count = self._clip_token_counts(t)[j]
+                counts = self._clip_token_counts(t)
+                feats = {k: self._clip_rows(v, counts, j) for k, v in self.features(t).items()}
+                count = counts[j]
             batch_feats.append(feats)
             batch_keys.append(key)
             batch_counts.append(count)
@@ -262,6 +266,18 @@ class Engine:
                 per.append(self._audio_cache[key])
             result.append(per)
         return result
+
+    @staticmethod
+    def _clip_rows(v: torch.Tensor, counts: Sequence[int], j: int) -> torch.Tensor:
+        """Feature rows of clip j: one row per clip, or (Voxtral) several fixed-size windows per clip,
+        as many as the clip's share of the audio tokens (every window gives the same token count)."""
+        if v.shape[0] == len(counts):
+            return v[j : j + 1]
+        total = sum(counts)
+        if total == 0 or (v.shape[0] * counts[j]) % total:
+            raise RuntimeError(f"cannot assign {v.shape[0]} feature rows to clips with {list(counts)} audio tokens")
+        start = v.shape[0] * sum(counts[:j]) // total
+        return v[start : start + v.shape[0] * counts[j] // total]
 
     def tokenize_features_only(self, clip: np.ndarray) -> Tokenized:
         """Processor features and placeholder count for one clip on its own (a minimal prompt)."""

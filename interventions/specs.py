@@ -67,8 +67,8 @@ class ArchSpec:
     processor_feature_keys: tuple[str, ...] = ("input_features", "feature_attention_mask")
     encode_audio: AudioEncoder | None = None
     # Modules to import before the processor is loaded: they register (with transformers' Auto classes)
-    # processor classes that a checkpoint's processor_config.json may name, e.g. the offline tiny
-    # processors of ``audio_tasks.tiny``.  Data only: the loader imports them, this module never does.
+    # processor classes that a checkpoint's processor_config.json may name.  Data only: the loader imports
+    # them, this module never does.  (The tiny fixture processors are found by the loader itself.)
     processor_imports: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -214,10 +214,9 @@ VOXTRAL = register_spec(
         decoder="model.language_model",  # LlamaModel; lm_head at the top
         processor_feature_keys=("input_features",),
         encode_audio=_encode_voxtral,
-        processor_imports=("audio_tasks.tiny",),
-        # One mel window per clip: the engine gives each clip one feature row, so clips are cut at 30 s
-        # (the real processor would split longer audio into several 30-s windows).
-        extra={"audio_window_s": 30.0},
+        # No cut: audio longer than 30 s is split into several 30-s windows (375 tokens each) as the real
+        # processor (mistral-common) splits it; the engine gives each clip its rows of windows.
+        extra={"audio_window_s": None},
     )
 )
 
@@ -232,7 +231,6 @@ QWEN2_5_OMNI = register_spec(
         # positions in all three rows (tests/test_tiny_models.py checks it).
         position_id_rows=3,
         encode_audio=_encode_qwen2_5_omni,
-        processor_imports=("audio_tasks.tiny",),
         extra={"audio_window_s": 30.0},  # the feature extractor keeps at most 30 s (3000 frames)
     )
 )
