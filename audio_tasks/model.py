@@ -30,7 +30,8 @@ __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 REFERENCE_MODEL_DIR = Path(__file__).parent / "reference" / "model"
 
 MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
-              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix") + STEER_KEYS
+              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix", "first_token",
+              "first_token_collisions") + STEER_KEYS
 
 
 def _bool(v: Any) -> bool:
@@ -155,6 +156,15 @@ class AudioLALM(LM):
         self.share_prefix = str(kwargs.get("share_prefix", "auto")).strip().lower()
         if self.share_prefix not in ("auto", "true", "false"):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
+        from audio_tasks.labels import COLLISION_POLICIES, FIRST_TOKEN_MODES
+
+        self.first_token = str(kwargs.get("first_token", "in_context")).strip().lower()
+        if self.first_token not in FIRST_TOKEN_MODES:
+            raise ValueError(f"first_token={kwargs['first_token']!r}; valid: {', '.join(FIRST_TOKEN_MODES)}")
+        self.first_token_collisions = str(kwargs.get("first_token_collisions", "refuse")).strip().lower()
+        if self.first_token_collisions not in COLLISION_POLICIES:
+            raise ValueError(f"first_token_collisions={kwargs['first_token_collisions']!r}; valid: "
+                             f"{', '.join(COLLISION_POLICIES)}")
 
         self.model, self.processor, self.spec = load_model(
             self.pretrained, revision=self.revision, dtype=kwargs.get("dtype", "auto"), device=self._device,
@@ -312,13 +322,22 @@ class AudioLALM(LM):
             for c in g["conts"]:
                 # Split at the text level, before placeholders are expanded.
                 cont_ids.append(self._split_continuation(prompt, c))
+            first_ids = None
+            if self.first_token == "audiolens":  # AudioLens release code: label alone, no leading space
+                from audio_tasks.labels import audiolens_first_id
+
+                first_ids = [audiolens_first_id(self.engine.encode_text, c) for c in g["conts"]]
+            if self.first_token_collisions == "refuse":  # before any feature extraction or forward pass
+                from audio_tasks.labels import check_first_tokens
+
+                check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], self.tokenizer, where)
             base = prompt
             n_sp = len(base) - len(base.rstrip())
             if n_sp:
                 base = base[:-n_sp]
             tok = self.engine.tokenize(base, clips)
             items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,
-                                                "desc": where, "doc": req.doc, "prompt": base}))
+                                                "desc": where, "doc": req.doc, "prompt": base}, first_ids))
         return items
 
     # ---- interventions ----------------------------------------------------------------------

@@ -41,7 +41,8 @@ ARTIFACT_VERSION = 1
 
 
 def first_token_ids(item) -> list[int]:
-    return [c[0] for c in item.continuations]
+    first = getattr(item, "first_ids", None)
+    return list(first) if first else [c[0] for c in item.continuations]
 
 
 @dataclass

@@ -44,6 +44,9 @@ class MCItem:
     tok: Tokenized  # the prompt (audio expanded)
     continuations: list[list[int]]  # token ids of each continuation
     meta: dict[str, Any] = field(default_factory=dict)
+    # Token whose log-prob is reported as each choice's first-token score (default: continuation[0];
+    # audio_lalm's first_token=audiolens sets the label's first sub-token tokenized alone).
+    first_ids: list[int] | None = None
 
 
 @dataclass
@@ -96,7 +99,7 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = Non
             if not cont:
                 raise ValueError(f"empty continuation for choice {j} of item {it.meta.get('desc', i)}")
             first = float(logp0[i, cont[0]])
-            results[i].first.append(first)
+            results[i].first.append(float(logp0[i, it.first_ids[j]]) if it.first_ids else first)
             results[i].loglik.append(first)
             results[i].greedy.append(bool(int(logp0[i].argmax()) == cont[0]))
             if len(cont) > 1:

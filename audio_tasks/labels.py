@@ -1,0 +1,189 @@
+"""Label tokenization, checked: ``python -m audio_tasks.labels --model_args pretrained=DIR --tasks TASKS``.
+
+Prints, for every task and choice, the continuation tokens exactly as ``audio_lalm`` scores them (split
+from the rendered prompt as lm-eval's hf model splits them), whether each label is one token, and the
+first-token collisions between a doc's choices.
+
+First tokens matter: ``acc_first_token`` and every analysis that reads first tokens (lens, heads,
+calibration, tracing) compare the choices' first tokens at the last prompt position.  When two choices of
+a doc share their first token those comparisons cannot tell them apart, so ``audio_lalm`` refuses such a
+task before any forward pass, naming the labels and the shared token, unless the model argument
+``first_token_collisions=allow`` is given (the documented fallback: scores are computed anyway and tied
+first tokens make ``acc_first_token`` pick the first of the tied choices).
+
+``first_token=audiolens`` scores first tokens as the AudioLens release code does: the first sub-token of
+the label tokenized on its own, without a leading space ("fear" -> "f", "rooster" -> "ro").  The default
+``first_token=in_context`` is the token the model actually has to produce after the prompt (" fear"),
+which is what ``acc`` and the full-continuation likelihood score; use ``audiolens`` only to reproduce
+the AudioLens figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import OrderedDict
+from typing import Any, Sequence
+
+__all__ = ["FIRST_TOKEN_MODES", "COLLISION_POLICIES", "FirstTokenCollision", "collisions", "check_first_tokens",
+           "audiolens_first_id", "label_report", "main"]
+
+FIRST_TOKEN_MODES = ("in_context", "audiolens")
+COLLISION_POLICIES = ("refuse", "allow")
+
+
+class FirstTokenCollision(ValueError):
+    """Two choices of a doc share their first token."""
+
+
+def audiolens_first_id(encode_text, label: str) -> int:
+    """First sub-token of ``label`` tokenized alone, without a leading space (AudioLens release code)."""
+    ids = encode_text(label.strip())
+    if not ids:
+        raise ValueError(f"label {label!r} tokenizes to nothing")
+    return int(ids[0])
+
+
+def collisions(labels: Sequence[str], first_ids: Sequence[int]) -> list[tuple[int, list[str]]]:
+    """[(token id, [labels sharing it])] over distinct labels with the same first token."""
+    by: OrderedDict[int, list[str]] = OrderedDict()
+    for lab, t in zip(labels, first_ids):
+        if lab not in by.setdefault(int(t), []):
+            by[int(t)].append(lab)
+    return [(t, labs) for t, labs in by.items() if len(labs) > 1]
+
+
+def _piece(tokenizer: Any, tid: int) -> str:
+    try:
+        return str(tokenizer.decode([int(tid)]))
+    except Exception:  # noqa: BLE001
+        return str(tid)
+
+
+def check_first_tokens(labels: Sequence[str], first_ids: Sequence[int], tokenizer: Any, where: str) -> None:
+    """Raise :class:`FirstTokenCollision` if two of a doc's choices share their first token."""
+    found = collisions(labels, first_ids)
+    if not found:
+        return
+    t, labs = found[0]
+    raise FirstTokenCollision(
+        f"{where}: choices {labs} share the first token {_piece(tokenizer, t)!r} (id {t}), so acc_first_token "
+        "and the first-token analyses (lens, heads, calibration, tracing) cannot tell them apart; refused "
+        "before any forward pass. Check labels with `python -m audio_tasks.labels`; to score anyway pass the "
+        "model argument first_token_collisions=allow (valid: " + ", ".join(COLLISION_POLICIES) + ").")
+
+
+def _light_lm(model_args: dict[str, Any]):
+    """The rendering and continuation-splitting parts of ``AudioLALM`` without loading weights."""
+    from transformers import AutoProcessor
+
+    from audio_tasks import processors
+    from audio_tasks.model import AudioLALM
+    from interventions.engine import Engine
+
+    pretrained = str(model_args["pretrained"])
+    processors.prepare(pretrained)
+    proc = processors.adapt(AutoProcessor.from_pretrained(pretrained, revision=model_args.get("revision")))
+
+    class Light:
+        processor = proc
+        tokenizer = getattr(proc, "tokenizer", proc)
+        _external_chat = False
+        render = AudioLALM.render
+        _split_continuation = AudioLALM._split_continuation
+
+        @property
+        def engine(self):
+            return self
+
+        render_chat = Engine.render_chat
+        encode_text = Engine.encode_text
+
+    return Light()
+
+
+def label_report(model_args: dict[str, Any], tasks: Sequence[str], *, limit: int | None = None,
+                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{task: {"choices": {label: {tokens, ids, one_token, first, audiolens_first}}, "collisions": [...]}}."""
+    from audio_tasks.items import load_tasks, task_requests
+
+    lm = _light_lm(model_args)
+    tok = lm.tokenizer
+    out: dict[str, Any] = {}
+    loaded = load_tasks(list(tasks), metadata or {})
+    for name in tasks:
+        reqs = task_requests(loaded[name], limit=limit)
+        docs: OrderedDict[Any, list[tuple[str, list[int]]]] = OrderedDict()
+        choices: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        for r in reqs:
+            context, cont = r.args[0], r.args[1]
+            aux = r.args[2] if len(r.args) > 2 else None
+            audio = (aux or {}).get("audio") or []
+            n_audio = len(audio) if isinstance(audio, (list, tuple)) else 1
+            prompt = lm.render(context, r.doc, n_audio)
+            ids = lm._split_continuation(prompt, cont)
+            docs.setdefault(r.doc_id, []).append((cont, ids))
+            if cont not in choices:
+                al = audiolens_first_id(lm.encode_text, cont)
+                choices[cont] = {"tokens": [_piece(tok, i) for i in ids], "ids": [int(i) for i in ids],
+                                 "one_token": len(ids) == 1, "first": _piece(tok, ids[0]) if ids else None,
+                                 "audiolens_first": _piece(tok, al), "audiolens_first_id": al}
+        coll: list[dict[str, Any]] = []
+        seen: set = set()
+        for doc_id, pairs in docs.items():
+            for t, labs in collisions([c for c, _ in pairs], [ids[0] for _, ids in pairs if ids]):
+                key = (t, tuple(labs))
+                if key not in seen:
+                    seen.add(key)
+                    coll.append({"token": _piece(tok, t), "id": t, "labels": labs, "first_doc": doc_id})
+        out[name] = {"docs": len(docs), "choices": choices, "collisions": coll}
+    return out
+
+
+def _format(report: dict[str, Any]) -> str:
+    lines = []
+    for task, r in report.items():
+        lines.append(f"== {task} ({r['docs']} docs)")
+        for lab, c in r["choices"].items():
+            toks = " | ".join(repr(t) for t in c["tokens"])
+            n = "one token " if c["one_token"] else "%d tokens  " % len(c["ids"])
+            lines.append(f"  {lab!r:28} {n} [{toks}]  audiolens first: {c['audiolens_first']!r}")
+        if r["collisions"]:
+            for c in r["collisions"]:
+                lines.append(f"  COLLISION: {c['labels']} share first token {c['token']!r} (id {c['id']}), "
+                             f"e.g. doc {c['first_doc']}")
+        else:
+            lines.append("  no first-token collision")
+    return "\n".join(lines)
+
+
+def _parse_model_args(s: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in s.split(","))):
+        if "=" not in part:
+            raise ValueError(f"--model_args: expected key=value, got {part!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    if "pretrained" not in out:
+        raise ValueError("--model_args must name pretrained=DIR_OR_ID")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_args", required=True, help="pretrained=DIR[,revision=...]")
+    p.add_argument("--tasks", required=True, help="comma-separated task names")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--metadata", default=None, help="JSON passed to the task loaders (e.g. data_root)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the text table")
+    a = p.parse_args(argv)
+    md = json.loads(a.metadata) if a.metadata else {}
+    rep = label_report(_parse_model_args(a.model_args), [t for t in a.tasks.split(",") if t], limit=a.limit,
+                       metadata=md)
+    print(json.dumps(rep, indent=1, ensure_ascii=False) if a.json else _format(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
