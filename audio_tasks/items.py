@@ -75,7 +75,11 @@ def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
     items = []
     for name in sorted(tasks, key=lambda n: (order.get(n, len(order)), n)):
         task = tasks[name]
-        its = lm._build_items(task_requests(task, limit=limit))
+        lm._building_for_analysis = True  # first-token collisions refuse analyses (audio_tasks.labels)
+        try:
+            its = lm._build_items(task_requests(task, limit=limit))
+        finally:
+            lm._building_for_analysis = False
         for it in its:
             doc = it.meta["doc"]
             gold = task.doc_to_target(doc)

@@ -7,9 +7,12 @@ first-token collisions between a doc's choices.
 First tokens matter: ``acc_first_token`` and every analysis that reads first tokens (lens, heads,
 calibration, tracing) compare the choices' first tokens at the last prompt position.  When two choices of
 a doc share their first token those comparisons cannot tell them apart, so ``audio_lalm`` refuses such a
-task before any forward pass, naming the labels and the shared token, unless the model argument
-``first_token_collisions=allow`` is given (the documented fallback: scores are computed anyway and tied
-first tokens make ``acc_first_token`` pick the first of the tied choices).
+task before any forward pass, naming the labels and the shared token.  Model argument
+``first_token_collisions``: ``auto`` (default) refuses tasks that report ``acc_first_token`` (this
+package's sakura_* / mmau_* / demo_* tasks) and every first-token analysis, and lets other lm-eval tasks
+(which only use the full-continuation likelihood) through; ``refuse`` refuses any task; ``allow`` is the
+documented fallback: scores are computed anyway and tied first tokens make ``acc_first_token`` pick the
+first of the tied choices.
 
 ``first_token=audiolens`` scores first tokens as the AudioLens release code does: the first sub-token of
 the label tokenized on its own, without a leading space ("fear" -> "f", "rooster" -> "ro").  The default
@@ -30,7 +33,35 @@ __all__ = ["FIRST_TOKEN_MODES", "COLLISION_POLICIES", "FirstTokenCollision", "co
            "audiolens_first_id", "label_report", "main"]
 
 FIRST_TOKEN_MODES = ("in_context", "audiolens")
-COLLISION_POLICIES = ("refuse", "allow")
+COLLISION_POLICIES = ("auto", "refuse", "allow")
+
+
+def first_token_tasks() -> frozenset[str]:
+    """Names of this package's tasks: all of them report ``acc_first_token`` (audio_tasks/tasks/utils.py)."""
+    global _FT_TASKS
+    if _FT_TASKS is None:
+        import re as _re
+
+        from audio_tasks.tasks import TASKS_DIR
+
+        names = set()
+        for f in TASKS_DIR.rglob("*.yaml"):
+            m = _re.search(r"^task:\s*([\w.-]+)\s*$", f.read_text(), _re.M)
+            if m:
+                names.add(m.group(1))
+        _FT_TASKS = frozenset(names)
+    return _FT_TASKS
+
+
+_FT_TASKS: frozenset[str] | None = None
+
+
+def refuses(policy: str, task_name: str | None, analysis: bool = False) -> bool:
+    """Whether first-token collisions refuse this task: ``refuse`` always, ``allow`` never, ``auto`` (the
+    default) for tasks reporting ``acc_first_token`` (this package's tasks) and for every analysis."""
+    if policy == "auto":
+        return analysis or (task_name in first_token_tasks())
+    return policy == "refuse"
 
 
 class FirstTokenCollision(ValueError):

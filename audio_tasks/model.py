@@ -161,7 +161,7 @@ class AudioLALM(LM):
         self.first_token = str(kwargs.get("first_token", "in_context")).strip().lower()
         if self.first_token not in FIRST_TOKEN_MODES:
             raise ValueError(f"first_token={kwargs['first_token']!r}; valid: {', '.join(FIRST_TOKEN_MODES)}")
-        self.first_token_collisions = str(kwargs.get("first_token_collisions", "refuse")).strip().lower()
+        self.first_token_collisions = str(kwargs.get("first_token_collisions", "auto")).strip().lower()
         if self.first_token_collisions not in COLLISION_POLICIES:
             raise ValueError(f"first_token_collisions={kwargs['first_token_collisions']!r}; valid: "
                              f"{', '.join(COLLISION_POLICIES)}")
@@ -175,6 +175,7 @@ class AudioLALM(LM):
         L, H = self.spec.num_layers(self.model), self.spec.num_heads(self.model)
         self.steer_cfg.validate_against(L, H)
         self._interventions: dict[str, Any] = {}
+        self._building_for_analysis = False  # set by audio_tasks.items.task_items (first-token analyses)
         self._external_chat = False
         self._audio_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_length = int(kwargs["max_length"]) if kwargs.get("max_length") else None
@@ -327,9 +328,10 @@ class AudioLALM(LM):
                 from audio_tasks.labels import audiolens_first_id
 
                 first_ids = [audiolens_first_id(self.engine.encode_text, c) for c in g["conts"]]
-            if self.first_token_collisions == "refuse":  # before any feature extraction or forward pass
-                from audio_tasks.labels import check_first_tokens
+            from audio_tasks.labels import check_first_tokens, refuses
 
+            if refuses(self.first_token_collisions, req.task_name, self._building_for_analysis):
+                # before any feature extraction or forward pass
                 check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], self.tokenizer, where)
             base = prompt
             n_sp = len(base) - len(base.rstrip())
