@@ -246,3 +246,56 @@ def test_bad_first_token_arguments_fail_before_loading():
         AudioLALM(pretrained="/nonexistent", first_token="x")
     with pytest.raises(ValueError, match="first_token_collisions='x'; valid: auto, refuse, allow"):
         AudioLALM(pretrained="/nonexistent", first_token_collisions="x")
+
+
+def test_lm_eval_cli_on_voxtral_twin_tokenizes_with_mistral_common(twin_load_dirs, sakura_sample_root, tmp_path):
+    """`lm_eval ... pretrained=<voxtral twin> --tasks sakura_gender --limit 4`: the logged score of doc 0's
+    gold choice equals the model's forward over the ids mistral-common itself builds for that conversation
+    (VoxtralProcessor.apply_chat_template(tokenize=True) on the doc's clip, prompt and assistant prefix)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_lm_eval_cli import _samples
+
+    md = json.dumps({"data_root": str(sakura_sample_root)})
+    p = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--model_args",
+                        f"pretrained={twin_load_dirs['voxtral']},batch_size=4", "--tasks", "sakura_gender",
+                        "--device", "cpu", "--limit", "4", "--metadata", md, "--output_path", str(tmp_path / "o"),
+                        "--log_samples"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = sorted(_samples(tmp_path / "o", "sakura_gender"), key=lambda r: r["doc_id"])
+    assert len(s) == 4
+    doc = s[0]["doc"]
+    args = s[0]["arguments"]
+    a0 = args["gen_args_0"] if isinstance(args, dict) else {"arg_0": args[0][0], "arg_1": args[0][1]}
+    cont = a0["arg_1"]
+    rendered = (a0.get("arg_2") or {}).get("rendered_prompt") if isinstance(a0.get("arg_2"), dict) else None
+    if rendered is not None:
+        assert rendered.startswith("<s>[INST][BEGIN_AUDIO][AUDIO]") and rendered.endswith("[/INST]" +
+                                                                                           doc["assistant_prefix"])
+    logged = float(s[0]["resps"][0][0][0])
+    # independent reference: mistral-common's own tokenization of the conversation, the model's forward
+    from audio_tasks.audio import load_audio
+    from audio_tasks.items import load_tasks, task_requests
+
+    task = load_tasks(["sakura_gender"], {"data_root": str(sakura_sample_root)})["sakura_gender"]
+    req = next(r for r in task_requests(task, limit=4) if r.doc_id == s[0]["doc_id"] and r.args[1] == cont)
+    wave = load_audio(req.args[2]["audio"][0], SR, where="test")
+    lm = twin_lm(twin_load_dirs, "voxtral")
+    content = [{"type": "audio", "base64": _b64_wav(wave)}]
+    if doc["user_prompt"]:
+        content.append({"type": "text", "text": doc["user_prompt"]})
+    conv = [{"role": "user", "content": content}, {"role": "assistant", "content": doc["assistant_prefix"]}]
+    ctx = lm.processor.inner.apply_chat_template(conv, tokenize=True, return_dict=True, continue_final_message=True)
+    conv[1]["content"] = doc["assistant_prefix"] + cont
+    full = lm.processor.inner.apply_chat_template(conv, tokenize=True, return_dict=True, continue_final_message=True)
+    n = ctx["input_ids"].shape[1]
+    assert torch.equal(full["input_ids"][0, :n], ctx["input_ids"][0])
+    with torch.no_grad():
+        lp = torch.log_softmax(lm.model(input_ids=full["input_ids"], input_features=full["input_features"]
+                                        ).logits[0].float(), -1)
+    ids = full["input_ids"][0]
+    ref = sum(lp[k - 1, ids[k]].item() for k in range(n, ids.shape[0]))
+    assert abs(logged - ref) < 1e-4, (logged, ref)
