@@ -9,7 +9,7 @@ chat template, processor class; tiny random weights): see :mod:`audio_tasks.twin
 
 Voxtral and Qwen2.5-Omni use processors defined here (``TinyVoxtralProcessor``,
 ``TinyQwen2_5OmniProcessor``) and registered with transformers' ``AutoProcessor`` when this module is
-imported; their specs list this module in ``processor_imports`` so the loader imports it first.
+imported; the loader (``audio_tasks.processors.prepare``) imports it when a checkpoint names one of them.
 """
 
 from __future__ import annotations

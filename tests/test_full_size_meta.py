@@ -97,3 +97,30 @@ def test_spec_matches_full_size_model_on_meta_device(name):
         h = e["heads"] - 1
         assert o.weight[:, h * e["head_dim"]:(h + 1) * e["head_dim"]].shape == (e["hidden"], e["head_dim"])
     assert spec.position_id_rows == (3 if "Omni" in name else 1)
+
+
+def test_specs_import_nothing_from_audio_tasks():
+    """interventions/specs.py imports nothing from audio_tasks, directly or through processor_imports
+    (checked in a fresh interpreter: importing the specs must not pull any audio_tasks module in)."""
+    import ast
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parent.parent / "interventions" / "specs.py").read_text()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("audio_tasks") for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert not (node.module or "").startswith("audio_tasks")
+    # (the installed start-up hook audio_tasks._startup may already be loaded: only new modules count)
+    code = ("import json, sys; before = set(sys.modules); from interventions.specs import SPECS; "
+            "print(json.dumps([sorted(m for m in set(sys.modules) - before if m.startswith('audio_tasks')), "
+            "{n: list(s.processor_imports) for n, s in SPECS.items()}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    mods, imports = json.loads(out.stdout.strip().splitlines()[-1])
+    assert mods == []
+    assert {"qwen2_audio", "voxtral", "qwen2_5_omni_thinker"} <= set(imports)
+    assert not any(m.startswith("audio_tasks") for ms in imports.values() for m in ms)
