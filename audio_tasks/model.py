@@ -70,7 +70,8 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
         importlib.import_module(mod)
     from audio_tasks import processors as _processors
 
-    _processors.prepare(pretrained)  # tiny fixture processors, or a clear error naming a missing extra
+    # tiny fixture processors, or a clear error naming a missing extra
+    _processors.prepare(pretrained, getattr(config, "model_type", None))
     cls = getattr(transformers, spec.model_class)
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
                               "dtype": _dtype(dtype, device)}

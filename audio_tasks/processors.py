@@ -96,9 +96,16 @@ def require_extra(processor_class: str) -> None:
                           f"{type(err).__name__}: {str(err).strip()[:200]})")
 
 
-def prepare(pretrained: str) -> str | None:
+# Processor class of the published checkpoints by model_type (hub ids, where no local file can be read).
+_DEFAULT_PROCESSOR = {"voxtral": "VoxtralProcessor", "qwen2_5_omni": "Qwen2_5OmniProcessor",
+                      "qwen2_5_omni_thinker": "Qwen2_5OmniProcessor"}
+
+
+def prepare(pretrained: str, model_type: str | None = None) -> str | None:
     """Before ``AutoProcessor``: import the tiny processor classes if named; check the extras."""
     cls = processor_class_of(pretrained)
+    if cls is None and not Path(pretrained).is_dir():
+        cls = _DEFAULT_PROCESSOR.get(str(model_type))
     if cls in _TINY_CLASSES:
         import audio_tasks.tiny  # noqa: F401 - registers the offline processors with AutoProcessor
     elif cls:
