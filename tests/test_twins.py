@@ -299,3 +299,17 @@ def test_lm_eval_cli_on_voxtral_twin_tokenizes_with_mistral_common(twin_load_dir
     ids = full["input_ids"][0]
     ref = sum(lp[k - 1, ids[k]].item() for k in range(n, ids.shape[0]))
     assert abs(logged - ref) < 1e-4, (logged, ref)
+
+
+def test_missing_voxtral_extra_is_named_before_loading_weights(twin_dirs, monkeypatch):
+    from audio_tasks import processors
+    from audio_tasks.model import load_model
+
+    real = processors._usable
+    monkeypatch.setattr(processors, "_usable",
+                        lambda m: ImportError("No module named 'mistral_common'") if m == "mistral_common" else real(m))
+    with pytest.raises(ImportError, match=r'VoxtralProcessor: real Voxtral checkpoints tokenize with mistral-common\. '
+                                          r'Install the extra: pip install -e "\.\[voxtral\]"'):
+        load_model(str(twin_dirs["voxtral"]))
+    with pytest.raises(ImportError, match=r'\.\[voxtral\]'):
+        processors.prepare("mistralai/Voxtral-Mini-3B-2507", "voxtral")  # hub id: by model_type
