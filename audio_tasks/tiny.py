@@ -390,6 +390,11 @@ def register_builder(name: str, fn: Callable[..., Path]) -> None:
     BUILDERS[name] = fn
 
 
+from audio_tasks.tiny_more import BUILDERS_MORE  # noqa: E402  (architectures of issue #15)
+
+BUILDERS.update(BUILDERS_MORE)
+
+
 def build(arch: str, out: Path, **kw) -> Path:
     if arch not in BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(sorted(BUILDERS))}")

@@ -70,6 +70,13 @@ class ArchSpec:
     # processor classes that a checkpoint's processor_config.json may name, e.g. the offline tiny
     # processors of ``audio_tasks.tiny``.  Data only: the loader imports them, this module never does.
     processor_imports: tuple[str, ...] = ()
+    # Encode each clip on its own (the processor pads a call's clips to a common length that the encoder
+    # does not mask, or feature shapes differ between clips).
+    encode_per_clip: bool = False
+    # Logits = unembed(h) / logits_scale_attr of the text config (Granite), then cap * tanh(logits / cap) with
+    # cap = logit_softcap_attr of the text config (Gemma); None / missing attribute: no transform.
+    logits_scale_attr: str | None = None
+    logit_softcap_attr: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- derived accessors -------------------------------------------------------------
@@ -236,6 +243,9 @@ QWEN2_5_OMNI = register_spec(
         extra={"audio_window_s": 30.0},  # the feature extractor keeps at most 30 s (3000 frames)
     )
 )
+
+
+from . import specs_more  # noqa: E402,F401  (registers the architectures of issue #15)
 
 
 def spec_for_config(config: Any) -> ArchSpec:

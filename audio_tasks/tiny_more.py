@@ -1,0 +1,163 @@
+"""Tiny offline models of the transformers-native LALMs added for issue #15.
+
+``python -m audio_tasks.tiny --arch {audio_flamingo3,qwen3_omni_moe,granite_speech} --out DIR`` (these builders are
+registered with :mod:`audio_tasks.tiny`'s dispatch when that module is imported).  As there: random weights, a
+few layers, an offline byte-level BPE tokenizer holding every special token the chat template and processor
+need, and the architecture's real processor class -- except where that class needs a package absent here
+(see each builder's note on what its processor subclass changes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from audio_tasks.tiny import QWEN_SPECIALS, _save, build_tokenizer
+
+# ---- Audio Flamingo 3 ----------------------------------------------------------------------------
+
+AF3_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+# ChatML as in nvidia/audio-flamingo-3-hf: the audio (one <sound> placeholder per clip, expanded by the
+# processor) opens the user turn, then the text.
+AF3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}<sound>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_audio_flamingo3(out: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                         audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Audio Flamingo 3: Whisper-style encoder (+ avg pooling) over 30-s windows, 2-layer projector, Qwen2
+    decoder; the real ``AudioFlamingo3Processor`` (one ``<sound>`` placeholder per clip, expanded)."""
+    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration,
+                              AudioFlamingo3Processor, WhisperFeatureExtractor)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size=vocab_size, specials=AF3_SPECIALS)
+    tok.chat_template = AF3_CHAT_TEMPLATE
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
+                                 n_fft=400, return_attention_mask=True)
+    proc = AudioFlamingo3Processor(feature_extractor=fe, tokenizer=tok, chat_template=AF3_CHAT_TEMPLATE)
+    cfg = AudioFlamingo3Config(
+        audio_config=dict(hidden_size=audio_dim, intermediate_size=audio_dim * 2, num_hidden_layers=audio_layers,
+                          num_attention_heads=2, num_mel_bins=128, max_source_positions=1500),
+        text_config=dict(model_type="qwen2", hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=False,
+                         rms_norm_eps=1e-6),
+        audio_token_id=tok.convert_tokens_to_ids("<sound>"),
+    )
+    torch.manual_seed(seed)
+    return _save(AudioFlamingo3ForConditionalGeneration(cfg), proc, tok, out)
+
+
+# ---- Qwen3-Omni (MoE) thinker ---------------------------------------------------------------------
+
+QWEN3_OMNI_SPECIALS = QWEN_SPECIALS + ["<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
+QWEN3_OMNI_TOKEN_ATTRS = {
+    "image_token": "<|IMAGE|>",
+    "audio_token": "<|AUDIO|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
+# Qwen3-Omni's chat template for audio + text turns (no default system turn).
+QWEN3_OMNI_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
+    "<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _qwen3_omni_processor_class():
+    from transformers import AutoProcessor
+    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import Qwen3OmniMoeProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class TinyQwen3OmniMoeProcessor(Qwen3OmniMoeProcessor):
+        """``Qwen3OmniMoeProcessor`` for audio + text only (its own ``__call__``, audio placeholder expansion
+        and token counts).  The real one also holds image and video processors, which need torchvision
+        (absent here); audio + text processing never touches them."""
+
+        def __init__(self, feature_extractor=None, tokenizer=None, chat_template=None):
+            ProcessorMixin.__init__(self, feature_extractor, tokenizer, chat_template=chat_template)
+            for name in ("image_token", "audio_token", "video_token", "image_token_id", "audio_token_id",
+                         "video_token_id", "vision_bos_token", "vision_eos_token", "audio_bos_token",
+                         "audio_eos_token"):
+                setattr(self, name, getattr(self.tokenizer, name))
+
+    class _Key:
+        pass
+
+    AutoProcessor.register(_Key, TinyQwen3OmniMoeProcessor, exist_ok=True)
+    return TinyQwen3OmniMoeProcessor
+
+
+TinyQwen3OmniMoeProcessor = _qwen3_omni_processor_class()
+
+
+def tiny_qwen3_omni_moe(out: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                        audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600,
+                        experts: int = 4, experts_per_tok: int = 2) -> Path:
+    """Qwen3-Omni *thinker*: audio tower (conv downsampling per 100-frame chunk, 13 tokens per full chunk),
+    unused tiny vision tower, mixture-of-experts text decoder with interleaved M-RoPE."""
+    from transformers import (Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration,
+                              WhisperFeatureExtractor)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size=vocab_size, specials=QWEN3_OMNI_SPECIALS,
+                          extra_special_tokens=QWEN3_OMNI_TOKEN_ATTRS)
+    tok.chat_template = QWEN3_OMNI_CHAT_TEMPLATE
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=300,
+                                 n_fft=400, return_attention_mask=True, padding_value=0.0)
+    proc = TinyQwen3OmniMoeProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QWEN3_OMNI_CHAT_TEMPLATE)
+    head_dim = hidden // heads
+    half = head_dim // 2
+    mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]  # [2, 3, 3]; real model: [24, 20, 20]
+    ids = tok.convert_tokens_to_ids
+    cfg = Qwen3OmniMoeThinkerConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=audio_layers, encoder_attention_heads=2,
+                          encoder_ffn_dim=audio_dim * 2, d_model=audio_dim, max_source_positions=1500,
+                          n_window=50, n_window_infer=800, output_dim=hidden, downsample_hidden_size=16),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                           deepstack_visual_indexes=[0], num_position_embeddings=64),
+        text_config=dict(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                         vocab_size=len(tok), max_position_embeddings=2048, rms_norm_eps=1e-6,
+                         moe_intermediate_size=hidden, num_experts=experts, num_experts_per_tok=experts_per_tok,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope,
+                                          "mrope_interleaved": True}),
+        audio_token_id=ids("<|AUDIO|>"),
+        image_token_id=ids("<|IMAGE|>"),
+        video_token_id=ids("<|VIDEO|>"),
+        audio_start_token_id=ids("<|audio_bos|>"),
+        vision_start_token_id=ids("<|vision_bos|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return _save(Qwen3OmniMoeThinkerForConditionalGeneration(cfg), proc, tok, out)
+
+
+BUILDERS_MORE = {
+    "audio_flamingo3": tiny_audio_flamingo3,
+    "qwen3_omni_moe": tiny_qwen3_omni_moe,
+}

@@ -1,0 +1,61 @@
+"""Specs of the LALM architectures added for issue #15 (registered from :mod:`interventions.specs`).
+
+transformers-native: Audio Flamingo 3, Qwen3-Omni (MoE thinker), Granite Speech.  What "layer l" means is
+the same everywhere (docs/CONTRACTS.md): the residual stream after decoder block l of the *text* decoder.
+Architecture-specific notes sit next to each spec.
+"""
+
+from __future__ import annotations
+
+from .specs import ArchSpec, _encode_pooled, register_spec
+
+
+def _encode_af3(model, feats):
+    """Audio Flamingo 3: Whisper-style tower over a 30-s window (padded frames masked), avg pooling, projector;
+    the first ``((n - 1) // 2 + 1 - 2) // 2 + 1`` rows of clip i (what the processor expanded)."""
+    return _encode_pooled(model, {"input_features": feats["input_features"],
+                                  "input_features_mask": feats["input_features_mask"],
+                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+
+
+AUDIO_FLAMINGO3 = register_spec(
+    ArchSpec(
+        name="audio_flamingo3",
+        model_types=("audioflamingo3",),
+        model_class="AudioFlamingo3ForConditionalGeneration",
+        decoder="model.language_model",  # Qwen2Model; lm_head at the top
+        processor_feature_keys=("input_features", "input_features_mask"),
+        encode_audio=_encode_af3,
+        # The processor cuts clips into 30-s windows (one feature row each); the engine gives each clip one
+        # row, so clips are cut at 30 s.
+        extra={"audio_window_s": 30.0},
+    )
+)
+
+
+def _encode_qwen3_omni(model, feats):
+    """Qwen3-Omni thinker: the audio tower takes each clip's unpadded mel frames (``feature_attention_mask``),
+    encodes them in 100-frame chunks (13 tokens per full chunk) and returns one flat sequence."""
+    return _encode_pooled(model, {"input_features": feats["input_features"],
+                                  "feature_attention_mask": feats["feature_attention_mask"],
+                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+
+
+QWEN3_OMNI_MOE = register_spec(
+    ArchSpec(
+        name="qwen3_omni_moe_thinker",
+        # "qwen3_omni_moe": full Omni checkpoints; the thinker class loads their "thinker." weights.
+        model_types=("qwen3_omni_moe_thinker", "qwen3_omni_moe"),
+        model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
+        decoder="model.language_model",  # Qwen3OmniMoeThinkerTextModel: MoE blocks (mlp = router + experts)
+        # Interleaved M-RoPE: given (B, T) positions the text model builds its 4 rows (text, t, h, w) from
+        # them; for audio + text prompts the model's own position ids are that sequence in every row
+        # (tests/test_more_archs.py checks it), so plain positions are exact.
+        position_id_rows=1,
+        encode_audio=_encode_qwen3_omni,
+        # The feature extractor pads clips to the longest of a call: clips are encoded one at a time.
+        encode_per_clip=True,
+        processor_imports=("audio_tasks.tiny_more",),
+        extra={"audio_window_s": 300.0},
+    )
+)

@@ -1,0 +1,138 @@
+"""The architectures of issue #15 end to end on their tiny offline models (2 layers): scores equal the model's
+own full forward, batched = unbatched, layer_guided / head steering equal hand references from the model's
+own forward, lm-eval prints a results table, and ``python -m analysis lens / trace / heads`` run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_tiny_models import CLIPS, DOCS, MULTI, SINGLE, SR, _reference, _requests
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ARCHS = ["audio_flamingo3", "qwen3_omni_moe"]
+# Where the text decoder's blocks are, written out here (not read from the specs under test).
+DECODER = {"audio_flamingo3": "model.language_model", "qwen3_omni_moe": "model.language_model"}
+
+
+def _get(obj, path):
+    for p in path.split("."):
+        obj = getattr(obj, p)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    from audio_tasks.tiny import build
+
+    root = tmp_path_factory.mktemp("tiny_more")
+    return {a: build(a, root / a) for a in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def lms(tiny_dirs):
+    from audio_tasks.model import AudioLALM
+
+    cache: dict = {}
+
+    def get(arch: str, batch_size: int = 2):
+        if (arch, batch_size) not in cache:
+            cache[arch, batch_size] = AudioLALM(pretrained=str(tiny_dirs[arch]), device="cpu", batch_size=batch_size)
+        return cache[arch, batch_size]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_scores_match_full_forward_and_batched_equals_unbatched(lms, arch):
+    lm = lms(arch, 2)
+    reqs = _requests(SINGLE + MULTI)
+    res = lm.loglikelihood(reqs)
+    ctx_ids, counts = {}, set()
+    for r, (ll, greedy) in zip(reqs, res):
+        prompt, wave = r.args[2]["rendered_prompt"], CLIPS[DOCS[r.doc_id][1]]
+        if r.doc_id not in ctx_ids:
+            ctx_ids[r.doc_id] = lm.processor(text=[prompt], audio=[wave], sampling_rate=SR,
+                                             return_tensors="pt")["input_ids"][0]
+            counts.add(int((ctx_ids[r.doc_id] == lm.engine.audio_token_id).sum()))
+        ref, ref_first, ref_greedy = _reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
+        assert abs(float(ll) - ref) < 1e-4, (arch, r.doc_id, r.args[1], float(ll), ref)
+        assert abs(ll.first_token_logprob - ref_first) < 1e-4
+        assert greedy == ref_greedy
+    assert len(counts) == 2 and min(counts) > 0  # the two clips expand to different audio-token counts
+    one = lms(arch, 1).loglikelihood(_requests(SINGLE + MULTI))
+    assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(one, res)) < 1e-4
+    assert [a[1] for a in one] == [b[1] for b in res]
+
+
+def _forward(lm, arch, prompt, wave, *, layer_hook=None, o_proj_hooks=None):
+    """The model's own forward: block outputs, o_proj inputs at the last position, last logits."""
+    inp = lm.processor(text=[prompt], audio=[wave], sampling_rate=SR, return_tensors="pt")
+    layers = _get(lm.model, DECODER[arch]).layers
+    cap, hin, handles = {}, {}, []
+    for l, layer in enumerate(layers, 1):
+        handles.append(layer.register_forward_hook(
+            lambda m, i, o, l=l: cap.__setitem__(l, (o[0] if isinstance(o, tuple) else o).detach().clone())))
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda m, a, l=l: hin.__setitem__(l, a[0][0, -1].detach().clone())))
+    if layer_hook is not None:
+        handles.append(layers[layer_hook[0] - 1].register_forward_hook(layer_hook[1]))
+    for l, fn in (o_proj_hooks or {}).items():
+        handles.append(layers[l - 1].self_attn.o_proj.register_forward_hook(fn))
+    try:
+        with torch.no_grad():
+            logits = lm.model(**inp).logits[0, -1].float()
+    finally:
+        for h in handles:
+            h.remove()
+    return cap, hin, logits
+
+
+def _add_last(vec):
+    def fn(m, i, o):
+        h = (o[0] if isinstance(o, tuple) else o).clone()
+        h[0, -1] += vec
+        return (h,) + tuple(o[1:]) if isinstance(o, tuple) else h
+    return fn
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layer_guided_and_head_steering_match_hand_references(lms, arch):
+    from interventions.scoring import MCItem, score_items
+    from interventions.steering import HeadSteer, LayerGuided
+
+    lm = lms(arch, 2)
+    e = lm.engine
+    w = CLIPS[1]
+    prompt = e.render_chat("What is the gender of the speaker?", assistant_prefix="The speaker's gender is")
+    conts = [e.encode_text(" male"), e.encode_text(" female")]
+    items = [MCItem(e.tokenize(prompt, [w]), conts, {"gold": 0})]
+    ids = [c[0] for c in conts]
+    sil = np.zeros_like(w)
+    cap_a, hin_a, _ = _forward(lm, arch, prompt, w)
+    cap_s, hin_s, _ = _forward(lm, arch, prompt, sil)
+    L = len(cap_a)
+    # layer_guided: alpha * sum_l w_l (h_audio[l] - h_silence[l]) added to the last block's output, last position
+    weights, alpha = {1: 0.25, 2: 0.75}, 1.5
+    d = sum(wt * (cap_a[l][0, -1] - cap_s[l][0, -1]) for l, wt in weights.items())
+    _, _, ref_logits = _forward(lm, arch, prompt, w, layer_hook=(L, _add_last(alpha * d)))
+    ref = torch.log_softmax(ref_logits, -1)[ids]
+    got = score_items(e, items, LayerGuided(weights, alpha))[0]
+    assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
+    # head steering: alpha * W_o[:, head] (z_audio - z_silence) added to o_proj's output, last position
+    heads, alpha = [(1, 1), (2, 0), (2, 3)], 2.0
+    D = lm.spec.head_dim(lm.model)
+    layers = _get(lm.model, DECODER[arch]).layers
+    adds: dict = {}
+    for l, hh in heads:
+        W = layers[l - 1].self_attn.o_proj.weight
+        delta = hin_a[l][hh * D:(hh + 1) * D] - hin_s[l][hh * D:(hh + 1) * D]
+        adds[l] = adds.get(l, 0) + alpha * (W[:, hh * D:(hh + 1) * D] @ delta)
+    _, _, ref_logits = _forward(lm, arch, prompt, w, o_proj_hooks={l: _add_last(v) for l, v in adds.items()})
+    ref = torch.log_softmax(ref_logits, -1)[ids]
+    got = score_items(e, items, HeadSteer(heads, alpha))[0]
+    assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
