@@ -136,3 +136,62 @@ def test_layer_guided_and_head_steering_match_hand_references(lms, arch):
     ref = torch.log_softmax(ref_logits, -1)[ids]
     got = score_items(e, items, HeadSteer(heads, alpha))[0]
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
+
+
+def test_qwen3_omni_positions_equal_the_models_own(lms):
+    """Plain (B, T) positions, expanded to 4 rows by the text model, are the model's own interleaved M-RoPE
+    positions for audio + text prompts (left-padded batch of different lengths)."""
+    lm = lms("qwen3_omni_moe", 2)
+    e = lm.engine
+    toks = [e.tokenize(e.render_chat("What is the gender?", assistant_prefix="The answer is"), [CLIPS[0]]),
+            e.tokenize(e.render_chat("", assistant_prefix="The"), [CLIPS[1]])]
+    prep = e.prepare(toks)
+    assert prep.position_ids.shape == (2, prep.seq_len)
+    lens = torch.cat([e.features(t)["feature_attention_mask"].sum(-1) for t in toks])
+    pos = lm.model.model.get_rope_index(prep.input_ids, attention_mask=prep.attention_mask,
+                                        audio_seqlens=lens)[0]
+    real = prep.attention_mask.bool()
+    assert pos.shape[0] == 3
+    for r in range(3):
+        assert torch.equal(pos[r][real], prep.position_ids[real])
+
+
+@pytest.fixture(scope="module")
+def sample_root():
+    from tests.test_analysis_cli import SAMPLE, _sakura_tasks
+
+    if not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks():
+        pytest.skip("SAKURA sample or the sakura_* lm-eval tasks are not available")
+    return SAMPLE
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tmp_path, capsys):
+    """lm-eval (its Python API, in this process) scores sakura_gender --limit 4 and prints the results table;
+    ``python -m analysis lens`` (with audio masking), ``trace`` and ``heads`` run on the same model."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import make_table
+
+    from analysis import runner
+    from audio_tasks.tasks import TASKS_DIR
+    from tests.test_analysis_cli import _args
+
+    res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={tiny_dirs[arch]},batch_size=4",
+                          tasks=["sakura_gender"], limit=4, metadata={"data_root": str(sample_root)},
+                          task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
+                                                   metadata={"data_root": str(sample_root)}))
+    table = make_table(res)
+    print(table)
+    assert "sakura_gender" in table and "acc" in table
+    acc = res["results"]["sakura_gender"]["acc,none"]
+    assert 0.0 <= acc <= 1.0
+    assert res["n-samples"]["sakura_gender"]["effective"] == 4
+    m = tiny_dirs[arch]
+    assert runner.main(_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
+    lens = json.loads((tmp_path / "lens" / "lens_summary.json").read_text())
+    assert "sakura_gender" in json.dumps(lens)
+    assert runner.main(_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
+    assert (tmp_path / "trace" / "trace_summary.json").exists()
+    assert runner.main(_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
+                             limit=2)) == 0
