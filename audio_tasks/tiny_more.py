@@ -157,7 +157,134 @@ def tiny_qwen3_omni_moe(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
     return _save(Qwen3OmniMoeThinkerForConditionalGeneration(cfg), proc, tok, out)
 
 
+# ---- Granite Speech ------------------------------------------------------------------------------
+
+GRANITE_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|audio|>", "<|pad|>"]
+# Granite 3.x chat format (system turn omitted): the audio placeholder opens the user's text.
+GRANITE_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|start_of_role|>{{ message['role'] }}<|end_of_role|>"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}<|audio|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|end_of_text|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
+)
+
+
+class _TorchMelSpectrogram(torch.nn.Module):
+    """torchaudio.transforms.MelSpectrogram's defaults in plain torch (power 2, centred reflect-padded STFT,
+    periodic Hann window of ``win_length`` zero-padded to ``n_fft``, HTK mel filters without norm)."""
+
+    def __init__(self, sample_rate: int, n_fft: int, win_length: int, hop_length: int, n_mels: int):
+        super().__init__()
+        from transformers.audio_utils import mel_filter_bank
+
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+        fb = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+                             max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm=None, mel_scale="htk")
+        self.register_buffer("fb", torch.tensor(fb, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x, self.n_fft, self.hop_length, self.win_length, window=self.window, center=True,
+                          pad_mode="reflect", return_complex=True).abs().pow(2)
+        return torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2)  # (B, n_mels, frames)
+
+
+def _granite_feature_extractor_class():
+    from transformers import AutoFeatureExtractor
+    from transformers.models.granite_speech.feature_extraction_granite_speech import GraniteSpeechFeatureExtractor
+
+    class TinyGraniteSpeechFeatureExtractor(GraniteSpeechFeatureExtractor):
+        """``GraniteSpeechFeatureExtractor`` (same log-mel scaling, frame stacking and token counts) with its
+        torchaudio ``MelSpectrogram`` replaced by the same computation in plain torch (torchaudio is not
+        installed here).  ``GraniteSpeechProcessor`` itself is the real class."""
+
+        def __init__(self, sampling_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
+                     projector_window_size=15, projector_downsample_rate=5, padding_value=0.0, **kwargs):
+            feature_size = n_mels if kwargs.get("feature_size") is None else kwargs.pop("feature_size")
+            super(GraniteSpeechFeatureExtractor, self).__init__(
+                feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+            self.sampling_rate = sampling_rate
+            self.melspec_kwargs = {"sample_rate": sampling_rate, "n_fft": n_fft, "win_length": win_length,
+                                   "hop_length": hop_length, "n_mels": n_mels}
+            self.mel_filters = _TorchMelSpectrogram(**self.melspec_kwargs)
+            self.projector_window_size = projector_window_size
+            self.projector_downsample_rate = projector_downsample_rate
+
+        def to_dict(self):
+            d = super().to_dict()
+            d.pop("mel_filters", None)
+            return d
+
+        def __call__(self, audios, device="cpu"):
+            import transformers.models.granite_speech.feature_extraction_granite_speech as m
+
+            old = m.requires_backends
+            m.requires_backends = lambda *a, **k: None  # the torchaudio check only guards mel_filters
+            try:
+                return super().__call__(audios, device=device)
+            finally:
+                m.requires_backends = old
+
+        def _extract_mel_spectrograms(self, audio, device="cpu"):
+            import transformers.models.granite_speech.feature_extraction_granite_speech as m
+
+            old = m.requires_backends
+            m.requires_backends = lambda *a, **k: None
+            try:
+                return super()._extract_mel_spectrograms(audio, device=device)
+            finally:
+                m.requires_backends = old
+
+    class _Key:
+        pass
+
+    AutoFeatureExtractor.register(_Key, TinyGraniteSpeechFeatureExtractor, exist_ok=True)
+    return TinyGraniteSpeechFeatureExtractor
+
+
+TinyGraniteSpeechFeatureExtractor = _granite_feature_extractor_class()
+
+
+def tiny_granite_speech(out: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                        audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Granite Speech: conformer CTC encoder over stacked log-mel frames, windowed Q-Former projector (15
+    encoder frames -> 3 tokens), Granite decoder (embedding / residual / attention multipliers, logits divided
+    by ``logits_scaling``).  No LoRA adapter in the tiny model (``has_lora_adapter=False``; peft absent)."""
+    from transformers import (GraniteSpeechConfig, GraniteSpeechForConditionalGeneration,
+                              GraniteSpeechProcessor)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size=vocab_size, specials=GRANITE_SPECIALS, eos_token="<|end_of_text|>",
+                          pad_token="<|pad|>", extra_special_tokens={"audio_token": "<|audio|>"})
+    tok.chat_template = GRANITE_CHAT_TEMPLATE
+    fe = TinyGraniteSpeechFeatureExtractor()
+    proc = GraniteSpeechProcessor(audio_processor=fe, tokenizer=tok, chat_template=GRANITE_CHAT_TEMPLATE)
+    cfg = GraniteSpeechConfig(
+        encoder_config=dict(input_dim=160, num_layers=audio_layers, hidden_dim=audio_dim, feedforward_mult=2,
+                            num_heads=2, dim_head=16, output_dim=8, context_size=50, max_pos_emb=64, dropout=0.0),
+        projector_config=dict(model_type="blip_2_qformer", hidden_size=audio_dim, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=audio_dim * 2, encoder_hidden_size=audio_dim,
+                              cross_attention_frequency=1, max_position_embeddings=64),
+        text_config=dict(model_type="granite", hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         vocab_size=len(tok), max_position_embeddings=2048, rms_norm_eps=1e-5,
+                         embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0078125,
+                         logits_scaling=8.0, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id),
+        audio_token_index=tok.convert_tokens_to_ids("<|audio|>"),
+        has_lora_adapter=False, downsample_rate=5, window_size=15,
+    )
+    torch.manual_seed(seed)
+    return _save(GraniteSpeechForConditionalGeneration(cfg), proc, tok, out)
+
+
 BUILDERS_MORE = {
+    "granite_speech": tiny_granite_speech,
     "audio_flamingo3": tiny_audio_flamingo3,
     "qwen3_omni_moe": tiny_qwen3_omni_moe,
 }

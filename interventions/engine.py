@@ -476,12 +476,9 @@ class Engine:
         )
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits from *normed* final states (float32), with the spec's logit scaling / soft-capping."""
+        """Logits from *normed* final states (float32), soft-capped where the spec says so."""
         logits = self.spec.unembed_module(self.model)(h).float()
         cfg = self.spec.text_cfg(self.model)
-        scale = getattr(cfg, self.spec.logits_scale_attr, None) if self.spec.logits_scale_attr else None
-        if scale:
-            logits = logits / float(scale)
         cap = getattr(cfg, self.spec.logit_softcap_attr, None) if self.spec.logit_softcap_attr else None
         if cap:
             logits = torch.tanh(logits / float(cap)) * float(cap)

@@ -73,9 +73,8 @@ class ArchSpec:
     # Encode each clip on its own (the processor pads a call's clips to a common length that the encoder
     # does not mask, or feature shapes differ between clips).
     encode_per_clip: bool = False
-    # Logits = unembed(h) / logits_scale_attr of the text config (Granite), then cap * tanh(logits / cap) with
-    # cap = logit_softcap_attr of the text config (Gemma); None / missing attribute: no transform.
-    logits_scale_attr: str | None = None
+    # Logits = cap * tanh(unembed(h) / cap) with cap = this attribute of the text config (Gemma's
+    # final_logit_softcapping); None / missing attribute: no transform.
     logit_softcap_attr: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

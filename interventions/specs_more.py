@@ -59,3 +59,31 @@ QWEN3_OMNI_MOE = register_spec(
         extra={"audio_window_s": 300.0},
     )
 )
+
+
+def _encode_granite(model, feats):
+    """Granite Speech: conformer encoder + windowed Q-Former projector over each clip's stacked log-mel frames
+    (the encoder has no padding mask, so clips are encoded one at a time); the projector's
+    ``ceil(frames / 15) * 3`` outputs are the clip's audio embeddings."""
+    out = model.get_audio_features(feats["input_features"]).pooler_output
+    return [out[i, : int(n)] for i, n in enumerate(feats["_tokens_per_clip"].tolist())]
+
+
+GRANITE_SPEECH = register_spec(
+    ArchSpec(
+        name="granite_speech",
+        model_types=("granite_speech",),
+        model_class="GraniteSpeechForConditionalGeneration",
+        decoder="model.language_model",  # GraniteModel (scales inputs_embeds by embedding_multiplier itself)
+        audio_token_attrs=("audio_token_id", "audio_token_index"),
+        processor_feature_keys=("input_features", "input_features_mask"),
+        encode_audio=_encode_granite,
+        encode_per_clip=True,
+        # No logit scaling: GraniteSpeechForConditionalGeneration's own forward returns lm_head(h), without the
+        # division by text_config.logits_scaling that GraniteForCausalLM applies; scores follow the model's forward.
+        processor_imports=("audio_tasks.tiny_more",),
+        # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft), which
+        # transformers enables whenever audio is given: our passes always have audio (or its silence), so
+        # with peft installed "layer l" is block l *with* the adapter active, as in the model's own forward.
+    )
+)
