@@ -283,7 +283,80 @@ def tiny_granite_speech(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
     return _save(GraniteSpeechForConditionalGeneration(cfg), proc, tok, out)
 
 
+# ---- Phi-4-multimodal ----------------------------------------------------------------------------
+
+PHI4_SPECIALS = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>", "<|image|>", "<|audio|>"]
+# Phi-4-multimodal chat format: <|user|>{audio placeholder}{text}<|end|><|assistant|>
+PHI4_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}<|audio|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _phi4_processor_class():
+    from transformers import AutoProcessor
+    from transformers.models.phi4_multimodal.processing_phi4_multimodal import Phi4MultimodalProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class TinyPhi4MultimodalProcessor(Phi4MultimodalProcessor):
+        """``Phi4MultimodalProcessor`` for audio + text only (its own audio placeholder expansion by
+        ``audio_embed_sizes``); the real one also holds an image processor, which needs torchvision."""
+
+        def __init__(self, audio_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            for name in ("image_token", "image_token_id", "audio_token", "audio_token_id"):
+                setattr(self, name, getattr(tokenizer, name))
+            ProcessorMixin.__init__(self, audio_processor, tokenizer, chat_template=chat_template)
+
+    class _Key:
+        pass
+
+    AutoProcessor.register(_Key, TinyPhi4MultimodalProcessor, exist_ok=True)
+    return TinyPhi4MultimodalProcessor
+
+
+TinyPhi4MultimodalProcessor = _phi4_processor_class()
+
+
+def tiny_phi4_multimodal(out: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                         audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Phi-4-multimodal: conformer audio encoder (NeMo conv subsampling, 8x time reduction), speech
+    up/down projections, Phi-3-style decoder (fused qkv_proj, o_proj; flat config: no ``text_config``).
+    The real checkpoint's speech LoRA is a separate peft adapter: not part of the tiny model."""
+    from transformers import Phi4MultimodalConfig, Phi4MultimodalFeatureExtractor, Phi4MultimodalForCausalLM
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size=vocab_size, specials=PHI4_SPECIALS, eos_token="<|end|>",
+                          pad_token="<|endoftext|>",
+                          extra_special_tokens={"image_token": "<|image|>", "audio_token": "<|audio|>"})
+    tok.chat_template = PHI4_CHAT_TEMPLATE
+    fe = Phi4MultimodalFeatureExtractor()
+    proc = TinyPhi4MultimodalProcessor(audio_processor=fe, tokenizer=tok, chat_template=PHI4_CHAT_TEMPLATE)
+    ids = tok.convert_tokens_to_ids
+    cfg = Phi4MultimodalConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
+        original_max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=28, patch_size=14, crop_size=28, image_token_id=ids("<|image|>")),
+        audio_config=dict(hidden_size=audio_dim, intermediate_size=audio_dim * 2, num_blocks=audio_layers,
+                          num_attention_heads=2, ext_pw_out_channel=audio_dim,
+                          depthwise_separable_out_channel=audio_dim, nemo_conv_channels=audio_dim, input_size=80,
+                          time_reduction=8, audio_token_id=ids("<|audio|>")),
+    )
+    torch.manual_seed(seed)
+    return _save(Phi4MultimodalForCausalLM(cfg), proc, tok, out)
+
+
 BUILDERS_MORE = {
+    "phi4_multimodal": tiny_phi4_multimodal,
     "granite_speech": tiny_granite_speech,
     "audio_flamingo3": tiny_audio_flamingo3,
     "qwen3_omni_moe": tiny_qwen3_omni_moe,

@@ -62,6 +62,7 @@ class ArchSpec:
     o_proj: str = "o_proj"
     text_config: str = "text_config"
     audio_token_attrs: tuple[str, ...] = ("audio_token_id", "audio_token_index")
+    audio_token_from: str = ""  # sub-config holding the audio token id ("": the top-level config)
     last_hidden_state_normed: bool = True
     position_id_rows: int = 1  # 3 for M-RoPE (the three rows are equal for audio+text inputs)
     processor_feature_keys: tuple[str, ...] = ("input_features", "feature_attention_mask")
@@ -80,7 +81,8 @@ class ArchSpec:
 
     # ---- derived accessors -------------------------------------------------------------
     def text_cfg(self, model: torch.nn.Module) -> Any:
-        return getattr(model.config, self.text_config)
+        """The text decoder's config (``text_config == ""``: the top-level config, for flat configs)."""
+        return getattr(model.config, self.text_config) if self.text_config else model.config
 
     def decoder_module(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_module(model, self.decoder)
@@ -119,7 +121,8 @@ class ArchSpec:
         return int(self.text_cfg(model).hidden_size)
 
     def audio_token_id(self, model: torch.nn.Module) -> int:
-        return int(_first_attr(model.config, self.audio_token_attrs))
+        cfg = getattr(model.config, self.audio_token_from) if self.audio_token_from else model.config
+        return int(_first_attr(cfg, self.audio_token_attrs))
 
 
 # ---- audio encoders (how audio features become placeholder embeddings) -----------------

@@ -7,6 +7,8 @@ Architecture-specific notes sit next to each spec.
 
 from __future__ import annotations
 
+import torch
+
 from .specs import ArchSpec, _encode_pooled, register_spec
 
 
@@ -85,5 +87,35 @@ GRANITE_SPEECH = register_spec(
         # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft), which
         # transformers enables whenever audio is given: our passes always have audio (or its silence), so
         # with peft installed "layer l" is block l *with* the adapter active, as in the model's own forward.
+    )
+)
+
+
+def _encode_phi4(model, feats):
+    """Phi-4-multimodal ("speech" projection mode: audio without an image): conformer encoder over the clip's
+    log-mel frames, then gelu(up_proj) and down_proj; the first ``audio_embed_sizes`` rows of each clip."""
+    emb = model.model.embed_tokens_extend.audio_embed
+    x = feats["audio_input_features"].to(emb.up_proj_for_speech.weight.dtype)
+    h = emb.encoder(x, feats.get("audio_attention_mask"))
+    h = emb.down_proj_for_speech(torch.nn.functional.gelu(emb.up_proj_for_speech(h)))
+    return [h[i, : int(n)] for i, n in enumerate(feats["_tokens_per_clip"].tolist())]
+
+
+PHI4_MULTIMODAL = register_spec(
+    ArchSpec(
+        name="phi4_multimodal",
+        model_types=("phi4_multimodal",),
+        model_class="Phi4MultimodalForCausalLM",
+        decoder="model",  # Phi4MultimodalModel: embed_tokens, layers (fused qkv_proj + o_proj), norm
+        text_config="",  # flat config: the text model's fields sit on the top-level config
+        audio_token_attrs=("audio_token_id",),
+        audio_token_from="audio_config",
+        processor_feature_keys=("audio_input_features",),
+        encode_audio=_encode_phi4,
+        encode_per_clip=True,
+        processor_imports=("audio_tasks.tiny_more",),
+        # The released checkpoint's speech LoRA (on qkv_proj / o_proj and the MLP) is a separate peft adapter
+        # that the user loads and activates for audio; "layer l" is then block l with whatever adapter is
+        # active in the loaded model, as in its own forward.  Not tested here (no peft, no adapter).
     )
 )
