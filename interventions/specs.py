@@ -77,6 +77,12 @@ class ArchSpec:
     # Logits = cap * tanh(unembed(h) / cap) with cap = this attribute of the text config (Gemma's
     # final_logit_softcapping); None / missing attribute: no transform.
     logit_softcap_attr: str | None = None
+    # The checkpoint's own code defines the model (loading needs trust_remote_code=True, which stays off
+    # by default).
+    remote_code: bool = False
+    # Set when the spec is written from the published code but cannot be run here: loading stops with
+    # this reason before any weights are read.
+    not_run_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- derived accessors -------------------------------------------------------------

@@ -119,3 +119,6 @@ PHI4_MULTIMODAL = register_spec(
         # active in the loaded model, as in its own forward.  Not tested here (no peft, no adapter).
     )
 )
+
+
+from . import specs_remote  # noqa: E402,F401  (the papers' own models: written from published code, not run)
