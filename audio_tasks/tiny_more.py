@@ -60,6 +60,37 @@ def tiny_audio_flamingo3(out: Path, *, layers: int = 2, hidden: int = 64, heads:
     return _save(AudioFlamingo3ForConditionalGeneration(cfg), proc, tok, out)
 
 
+MUSIC_FLAMINGO_SPECIALS = AF3_SPECIALS + ["<|sound_bos|>", "<|sound_eos|>"]
+
+
+def tiny_music_flamingo(out: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                        audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Music Flamingo: Audio Flamingo 3's encoder and projector with rotary time embeddings on the encoder
+    output; the real ``MusicFlamingoProcessor`` wraps each clip's ``<sound>`` run in sound_bos / sound_eos."""
+    from transformers import (MusicFlamingoConfig, MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor,
+                              WhisperFeatureExtractor)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(out, vocab_size=vocab_size, specials=MUSIC_FLAMINGO_SPECIALS)
+    tok.chat_template = AF3_CHAT_TEMPLATE
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
+                                 n_fft=400, return_attention_mask=True)
+    proc = MusicFlamingoProcessor(feature_extractor=fe, tokenizer=tok, chat_template=AF3_CHAT_TEMPLATE)
+    ids = tok.convert_tokens_to_ids
+    cfg = MusicFlamingoConfig(
+        audio_config=dict(model_type="audioflamingo3_encoder", hidden_size=audio_dim, intermediate_size=audio_dim * 2, num_hidden_layers=audio_layers,
+                          num_attention_heads=2, num_mel_bins=128, max_source_positions=1500),
+        text_config=dict(model_type="qwen2", hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=False,
+                         rms_norm_eps=1e-6),
+        audio_token_id=ids("<sound>"), audio_bos_token_id=ids("<|sound_bos|>"), audio_eos_token_id=ids("<|sound_eos|>"),
+    )
+    torch.manual_seed(seed)
+    return _save(MusicFlamingoForConditionalGeneration(cfg), proc, tok, out)
+
+
 # ---- Qwen3-Omni (MoE) thinker ---------------------------------------------------------------------
 
 QWEN3_OMNI_SPECIALS = QWEN_SPECIALS + ["<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
@@ -356,6 +387,7 @@ def tiny_phi4_multimodal(out: Path, *, layers: int = 2, hidden: int = 64, heads:
 
 
 BUILDERS_MORE = {
+    "music_flamingo": tiny_music_flamingo,
     "phi4_multimodal": tiny_phi4_multimodal,
     "granite_speech": tiny_granite_speech,
     "audio_flamingo3": tiny_audio_flamingo3,

@@ -35,6 +35,31 @@ AUDIO_FLAMINGO3 = register_spec(
 )
 
 
+def _encode_music_flamingo(model, feats):
+    """Music Flamingo: as Audio Flamingo 3, plus rotary time embeddings whose timestamps the model rebuilds from
+    the run of audio tokens in ``input_ids``; one clip (one 30-s window) at a time, so that run is the clip's
+    own ``count`` placeholders."""
+    n = int(feats["_tokens_per_clip"][0])
+    ids = torch.full((1, n), int(model.config.audio_token_id), dtype=torch.long, device=feats["input_features"].device)
+    out = model.get_audio_features(feats["input_features"], feats["input_features_mask"], ids)
+    return [out.pooler_output]
+
+
+MUSIC_FLAMINGO = register_spec(
+    ArchSpec(
+        name="music_flamingo",
+        model_types=("musicflamingo",),
+        model_class="MusicFlamingoForConditionalGeneration",
+        decoder="model.language_model",  # Qwen2Model; lm_head at the top
+        processor_feature_keys=("input_features", "input_features_mask"),
+        encode_audio=_encode_music_flamingo,
+        encode_per_clip=True,
+        # Audio positions are the <sound> runs; the sound_bos / sound_eos tokens around them are text.
+        extra={"audio_window_s": 30.0},
+    )
+)
+
+
 def _encode_qwen3_omni(model, feats):
     """Qwen3-Omni thinker: the audio tower takes each clip's unpadded mel frames (``feature_attention_mask``),
     encodes them in 100-frame chunks (13 tokens per full chunk) and returns one flat sequence."""

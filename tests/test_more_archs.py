@@ -14,9 +14,10 @@ from tests.test_tiny_models import CLIPS, DOCS, MULTI, SINGLE, SR, _reference, _
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-ARCHS = ["audio_flamingo3", "qwen3_omni_moe", "granite_speech", "phi4_multimodal"]
+ARCHS = ["audio_flamingo3", "music_flamingo", "qwen3_omni_moe", "granite_speech", "phi4_multimodal"]
 # Where the text decoder's blocks are, written out here (not read from the specs under test).
-DECODER = {"audio_flamingo3": "model.language_model", "qwen3_omni_moe": "model.language_model",
+DECODER = {"audio_flamingo3": "model.language_model", "music_flamingo": "model.language_model",
+           "qwen3_omni_moe": "model.language_model",
            "granite_speech": "model.language_model", "phi4_multimodal": "model"}
 
 
