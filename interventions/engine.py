@@ -476,13 +476,8 @@ class Engine:
         )
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits from *normed* final states (float32), soft-capped where the spec says so."""
-        logits = self.spec.unembed_module(self.model)(h).float()
-        cfg = self.spec.text_cfg(self.model)
-        cap = getattr(cfg, self.spec.logit_softcap_attr, None) if self.spec.logit_softcap_attr else None
-        if cap:
-            logits = torch.tanh(logits / float(cap)) * float(cap)
-        return logits
+        """Logits from *normed* final states (float32)."""
+        return self.spec.unembed_module(self.model)(h).float()
 
     def final_norm(self, h: torch.Tensor) -> torch.Tensor:
         return self.spec.norm_module(self.model)(h)

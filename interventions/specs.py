@@ -74,9 +74,6 @@ class ArchSpec:
     # Encode each clip on its own (the processor pads a call's clips to a common length that the encoder
     # does not mask, or feature shapes differ between clips).
     encode_per_clip: bool = False
-    # Logits = cap * tanh(unembed(h) / cap) with cap = this attribute of the text config (Gemma's
-    # final_logit_softcapping); None / missing attribute: no transform.
-    logit_softcap_attr: str | None = None
     # The checkpoint's own code defines the model (loading needs trust_remote_code=True, which stays off
     # by default).
     remote_code: bool = False

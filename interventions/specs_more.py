@@ -146,4 +146,22 @@ PHI4_MULTIMODAL = register_spec(
 )
 
 
+GEMMA3N = register_spec(
+    ArchSpec(
+        name="gemma3n",
+        model_types=("gemma3n",),  # google/gemma-3n-E2B-it, google/gemma-3n-E4B-it
+        model_class="Gemma3nForConditionalGeneration",
+        decoder="model.language_model",  # Gemma3nTextModel; lm_head at the top
+        # Audio: the processor's <audio_soft_token> run (188 per clip), filled by the conformer audio tower +
+        # Gemma3nMultimodalEmbedder.
+        not_run_reason=(
+            "spec written from transformers' modeling code, not run here: the engine does not yet support "
+            "Gemma 3n's AltUp (every decoder block reads and returns altup_num_inputs stacked residual streams, "
+            "so 'the residual stream after block l' needs a choice of stream), its per-layer token embeddings "
+            "(per_layer_inputs, computed from the token ids next to inputs_embeds) or its final logit "
+            "soft-capping; and the tiny model cannot be built here (its vision tower needs timm)"),
+    )
+)
+
+
 from . import specs_remote  # noqa: E402,F401  (the papers' own models: written from published code, not run)

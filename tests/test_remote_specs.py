@@ -197,3 +197,43 @@ def test_desta25_positions_split_audio_and_transcription(tok):
     assert sorted(audio + tr) == [i for i, t in enumerate(result) if t == ph]
     with pytest.raises(ValueError, match="expected 13 placeholders"):
         desta25_audio_positions(result, ph, [5, 0, 5], prompt_size=8)
+
+
+def test_gemma3n_spec_resolves_on_the_real_text_model_and_says_why_it_is_not_run(monkeypatch, tmp_path):
+    """Gemma 3n (transformers-native) is registered but not run: its spec resolves on the real Gemma3nTextModel,
+    whose blocks return AltUp's stacked residual streams -- the reason the engine cannot drive it yet."""
+    import transformers
+    from transformers import Gemma3nTextConfig
+    from transformers.models.gemma3n.modeling_gemma3n import Gemma3nTextModel
+
+    from audio_tasks.model import load_model
+    from interventions.specs import spec_for_config
+
+    tc = Gemma3nTextConfig(vocab_size=V, vocab_size_per_layer_input=V, hidden_size=D, hidden_size_per_layer_input=8,
+                           intermediate_size=2 * D, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=2,
+                           head_dim=D // H, layer_types=["sliding_attention", "full_attention"], sliding_window=8,
+                           num_kv_shared_layers=0, activation_sparsity_pattern=[0.0] * L, altup_num_inputs=2,
+                           laurel_rank=4)
+    root = nn.Module()
+    root.model = nn.Module()
+    root.model.language_model = Gemma3nTextModel(tc).eval()
+    root.lm_head = nn.Linear(D, V, bias=False)
+    root.config = SimpleNamespace(model_type="gemma3n", text_config=tc, audio_token_id=V - 1)
+    spec = spec_for_config(root.config)
+    assert spec.name == "gemma3n" and spec.not_run_reason and not spec.remote_code
+    assert spec.num_layers(root) == L and len(spec.layer_modules(root)) == L and spec.head_dim(root) == D // H
+    assert spec.embed_module(root) is root.model.language_model.embed_tokens
+    assert spec.o_proj_module(root, 1).in_features == H * (D // H)
+    assert spec.audio_token_id(root) == V - 1
+    seen = []
+    h = spec.layer_modules(root)[0].register_forward_hook(lambda m, a, o: seen.append(tuple(o.shape)))
+    try:
+        with torch.no_grad():
+            root.model.language_model(input_ids=torch.tensor([[1, 2, 3]]))
+    finally:
+        h.remove()
+    assert seen == [(2, 1, 3, D)]  # altup_num_inputs stacked streams, not one (B, T, d) residual stream
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: SimpleNamespace(model_type="gemma3n")))
+    with pytest.raises(NotImplementedError, match="gemma3n.*AltUp"):
+        load_model(str(tmp_path))
