@@ -13,7 +13,20 @@ from pathlib import Path
 
 import torch
 
-from audio_tasks.tiny import QWEN_SPECIALS, _save, build_tokenizer
+# audio_tasks.tiny imports this module at its end (its dispatch), so its helpers are imported where used.
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
+
+
+def build_tokenizer(*a, **k):
+    from audio_tasks.tiny import build_tokenizer as fn
+
+    return fn(*a, **k)
+
+
+def _save(*a, **k):
+    from audio_tasks.tiny import _save as fn
+
+    return fn(*a, **k)
 
 # ---- Audio Flamingo 3 ----------------------------------------------------------------------------
 

@@ -197,3 +197,28 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
     assert (tmp_path / "trace" / "trace_summary.json").exists()
     assert runner.main(_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
                              limit=2)) == 0
+
+
+def test_tiny_cli_and_fresh_process_loading(tiny_dirs, tmp_path):
+    """``python -m audio_tasks.tiny --arch granite_speech`` writes a model dir, and a fresh process loads it and
+    the tiny Qwen3-Omni / Phi-4 dirs through ``load_model`` alone (the spec's processor_imports register the
+    offline processor / feature-extractor classes their configs name)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "granite"
+    p = subprocess.run([sys.executable, "-m", "audio_tasks.tiny", "--arch", "granite_speech", "--out", str(out),
+                        "--layers", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"arch": "granite_speech", "path": str(out)}
+    code = ("import json, sys; from audio_tasks.model import load_model\n"
+            "r = [load_model(d) for d in sys.argv[1:]]\n"
+            "print(json.dumps([[s.name, type(p).__name__, type(getattr(p, 'audio_processor', None) or "
+            "p.feature_extractor).__name__, s.num_layers(m)] for m, p, s in r]))")
+    dirs = [str(out), str(tiny_dirs["qwen3_omni_moe"]), str(tiny_dirs["phi4_multimodal"])]
+    p = subprocess.run([sys.executable, "-c", code, *dirs], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [
+        ["granite_speech", "GraniteSpeechProcessor", "TinyGraniteSpeechFeatureExtractor", 1],
+        ["qwen3_omni_moe_thinker", "TinyQwen3OmniMoeProcessor", "WhisperFeatureExtractor", 2],
+        ["phi4_multimodal", "TinyPhi4MultimodalProcessor", "Phi4MultimodalFeatureExtractor", 2]]
