@@ -191,8 +191,13 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
     assert res["n-samples"]["sakura_gender"]["effective"] == 4
     m = tiny_dirs[arch]
     assert runner.main(_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
-    lens = json.loads((tmp_path / "lens" / "lens_summary.json").read_text())
-    assert "sakura_gender" in json.dumps(lens)
+    assert "sakura_gender" in json.loads((tmp_path / "lens" / "lens_summary.json").read_text())["tasks"]
+    recs = [json.loads(x) for x in (tmp_path / "lens" / "lens_records.jsonl").read_text().splitlines()]
+    assert len(recs) == 2
+    for r in recs:  # L + 1 rows; audio masking changes nothing at the embeddings and something at the top
+        last, masked = np.array(r["logp"]["last"]), np.array(r["logp"]["masked_last"])
+        assert last.shape == masked.shape == (3, 2) and np.all(np.isfinite(last))
+        assert np.array_equal(last[0], masked[0]) and not np.allclose(last[-1], masked[-1], atol=1e-7)
     assert runner.main(_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
     assert (tmp_path / "trace" / "trace_summary.json").exists()
     assert runner.main(_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
