@@ -1,5 +1,5 @@
 """The architectures of issue #15 end to end on their tiny offline models (2 layers): scores equal the model's
-own full forward, batched = unbatched, layer_guided / head steering equal hand references from the model's
+own full forward, batched = unbatched, the four interventions equal hand references from the model's
 own forward, lm-eval prints a results table, and ``python -m analysis lens / trace / heads`` run."""
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def _add_last(vec):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_layer_guided_and_head_steering_match_hand_references(lms, arch):
+def test_four_interventions_match_hand_references(lms, arch):
     from interventions.scoring import MCItem, score_items
-    from interventions.steering import HeadSteer, LayerGuided
+    from interventions.steering import Enrich, HeadSteer, LayerGuided
 
     lm = lms(arch, 2)
     e = lm.engine
@@ -125,6 +125,15 @@ def test_layer_guided_and_head_steering_match_hand_references(lms, arch):
     ref = torch.log_softmax(ref_logits, -1)[ids]
     got = score_items(e, items, LayerGuided(weights, alpha))[0]
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
+    # single_layer: the same with one layer, weight 1
+    d1 = cap_a[1][0, -1] - cap_s[1][0, -1]
+    _, _, ref_logits = _forward(lm, arch, prompt, w, layer_hook=(L, _add_last(0.5 * d1)))
+    got = score_items(e, items, LayerGuided({1: 1.0}, 0.5, name="single_layer"))[0]
+    assert torch.allclose(torch.tensor(got.first), torch.log_softmax(ref_logits, -1)[ids], atol=1e-5)
+    # enrich (source 1, gap 1): h_2 <- h_2 + lam * h_1 at the last position, same pass
+    _, _, ref_logits = _forward(lm, arch, prompt, w, layer_hook=(2, _add_last(0.7 * cap_a[1][0, -1])))
+    got = score_items(e, items, Enrich(1, 0.7, 1))[0]
+    assert torch.allclose(torch.tensor(got.first), torch.log_softmax(ref_logits, -1)[ids], atol=1e-5)
     # head steering: alpha * W_o[:, head] (z_audio - z_silence) added to o_proj's output, last position
     heads, alpha = [(1, 1), (2, 0), (2, 3)], 2.0
     D = lm.spec.head_dim(lm.model)
