@@ -1,8 +1,10 @@
 """Specs of the LALM architectures added for issue #15 (registered from :mod:`interventions.specs`).
 
-transformers-native: Audio Flamingo 3, Qwen3-Omni (MoE thinker), Granite Speech.  What "layer l" means is
-the same everywhere (docs/CONTRACTS.md): the residual stream after decoder block l of the *text* decoder.
-Architecture-specific notes sit next to each spec.
+transformers-native: Audio Flamingo 3, Music Flamingo, Qwen3-Omni (MoE thinker), Granite Speech, Phi-4-multimodal
+(all run, on tiny models: tests/test_more_archs.py) and Gemma 3n (registered, not run: see its spec).  What
+"layer l" means is the same everywhere (docs/CONTRACTS.md): the residual stream after decoder block l of the
+*text* decoder (for Qwen3-Omni: after the block's mixture-of-experts MLP).  Architecture-specific notes sit next
+to each spec; the papers' own remote-code models are in :mod:`interventions.specs_remote`.
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ GRANITE_SPEECH = register_spec(
         # No logit scaling: GraniteSpeechForConditionalGeneration's own forward returns lm_head(h), without the
         # division by text_config.logits_scaling that GraniteForCausalLM applies; scores follow the model's forward.
         processor_imports=("audio_tasks.tiny_more",),
-        # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft), which
-        # transformers enables whenever audio is given: our passes always have audio (or its silence), so
-        # with peft installed "layer l" is block l *with* the adapter active, as in the model's own forward.
+        # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft, active
+        # after loading; the model's generate() turns it off only for text-only input): our passes always have
+        # audio (or its silence), so with peft installed "layer l" is block l *with* the adapter, as in the
+        # model's own forward with audio.  Not tested here (no peft, no adapter).
     )
 )
 
