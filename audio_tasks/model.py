@@ -64,6 +64,8 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
 
     config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
     spec = spec_for_config(config)
+    if spec.not_run_reason:
+        raise NotImplementedError(f"{spec.name} ({pretrained}): {spec.not_run_reason}")
     import importlib
 
     for mod in spec.processor_imports:  # offline processor classes a checkpoint may name (data in the spec)

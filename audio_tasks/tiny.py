@@ -393,6 +393,11 @@ def register_builder(name: str, fn: Callable[..., Path]) -> None:
     BUILDERS[name] = fn
 
 
+from audio_tasks.tiny_more import BUILDERS_MORE  # noqa: E402  (architectures of issue #15)
+
+BUILDERS.update(BUILDERS_MORE)
+
+
 # Real-vocabulary twins (``--vocab real``), see :mod:`audio_tasks.twins`; resolved lazily (name -> builder).
 TWIN_BUILDERS: dict[str, Callable[..., Path] | None] = {"qwen2_audio": None, "voxtral": None, "qwen2_5_omni": None}
 VOCABS = ("tiny", "real")

@@ -243,13 +243,17 @@ class Engine:
             batch_feats.append(feats)
             batch_keys.append(key)
             batch_counts.append(count)
-        if batch_feats:
-            keys = batch_feats[0].keys()
-            merged = {k: torch.cat([f[k] for f in batch_feats], 0) for k in keys}
-            merged["_tokens_per_clip"] = torch.tensor(batch_counts)
+        groups = ([[g] for g in range(len(batch_feats))] if self.spec.encode_per_clip
+                  else [list(range(len(batch_feats)))] if batch_feats else [])
+        embs = []
+        for grp in groups:
+            keys = batch_feats[grp[0]].keys()
+            merged = {k: torch.cat([batch_feats[g][k] for g in grp], 0) for k in keys}
+            merged["_tokens_per_clip"] = torch.tensor([batch_counts[g] for g in grp])
             dev = self.device
             merged = {k: (v.to(dev) if k != "_tokens_per_clip" else v) for k, v in merged.items()}
-            embs = self.spec.encode_audio(self.model, merged)
+            embs.extend(self.spec.encode_audio(self.model, merged))
+        if batch_feats:
             self.encoder_calls += len(batch_feats)
             for key, e, cnt in zip(batch_keys, embs, batch_counts):
                 if e.shape[0] != cnt:

@@ -62,6 +62,7 @@ class ArchSpec:
     o_proj: str = "o_proj"
     text_config: str = "text_config"
     audio_token_attrs: tuple[str, ...] = ("audio_token_id", "audio_token_index")
+    audio_token_from: str = ""  # sub-config holding the audio token id ("": the top-level config)
     last_hidden_state_normed: bool = True
     position_id_rows: int = 1  # 3 for M-RoPE (the three rows are equal for audio+text inputs)
     processor_feature_keys: tuple[str, ...] = ("input_features", "feature_attention_mask")
@@ -70,11 +71,21 @@ class ArchSpec:
     # processor classes that a checkpoint's processor_config.json may name.  Data only: the loader imports
     # them, this module never does.  (The tiny fixture processors are found by the loader itself.)
     processor_imports: tuple[str, ...] = ()
+    # Encode each clip on its own (the processor pads a call's clips to a common length that the encoder
+    # does not mask, or feature shapes differ between clips).
+    encode_per_clip: bool = False
+    # The checkpoint's own code defines the model (loading needs trust_remote_code=True, which stays off
+    # by default).
+    remote_code: bool = False
+    # Set when the spec is written from the published code but cannot be run here: loading stops with
+    # this reason before any weights are read.
+    not_run_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- derived accessors -------------------------------------------------------------
     def text_cfg(self, model: torch.nn.Module) -> Any:
-        return getattr(model.config, self.text_config)
+        """The text decoder's config (``text_config == ""``: the top-level config, for flat configs)."""
+        return getattr(model.config, self.text_config) if self.text_config else model.config
 
     def decoder_module(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_module(model, self.decoder)
@@ -113,7 +124,8 @@ class ArchSpec:
         return int(self.text_cfg(model).hidden_size)
 
     def audio_token_id(self, model: torch.nn.Module) -> int:
-        return int(_first_attr(model.config, self.audio_token_attrs))
+        cfg = getattr(model.config, self.audio_token_from) if self.audio_token_from else model.config
+        return int(_first_attr(cfg, self.audio_token_attrs))
 
 
 # ---- audio encoders (how audio features become placeholder embeddings) -----------------
@@ -234,6 +246,9 @@ QWEN2_5_OMNI = register_spec(
         extra={"audio_window_s": 30.0},  # the feature extractor keeps at most 30 s (3000 frames)
     )
 )
+
+
+from . import specs_more  # noqa: E402,F401  (registers the architectures of issue #15)
 
 
 def spec_for_config(config: Any) -> ArchSpec:

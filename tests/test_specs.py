@@ -29,13 +29,14 @@ def loaded(tmp_path_factory):
 def _spec_names():
     from interventions.specs import SPECS
 
-    return sorted(SPECS)
+    return sorted(n for n, s in SPECS.items() if not s.not_run_reason)  # not-run specs: tests/test_remote_specs.py
 
 
 def test_every_registered_spec_has_a_tiny_model(loaded):
     from interventions.specs import SPECS
 
-    assert set(loaded) == set(SPECS), "add a builder to audio_tasks/tiny.py for every registered spec"
+    assert set(loaded) == {n for n, s in SPECS.items() if not s.not_run_reason}, \
+        "add a builder to audio_tasks/tiny.py for every registered spec"
 
 
 @pytest.mark.parametrize("name", _spec_names())

@@ -1,0 +1,238 @@
+"""The architectures of issue #15 end to end on their tiny offline models (2 layers): scores equal the model's
+own full forward, batched = unbatched, the four interventions equal hand references from the model's
+own forward, lm-eval prints a results table, and ``python -m analysis lens / trace / heads`` run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_tiny_models import CLIPS, DOCS, MULTI, SINGLE, SR, _reference, _requests
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ARCHS = ["audio_flamingo3", "music_flamingo", "qwen3_omni_moe", "granite_speech", "phi4_multimodal"]
+# Where the text decoder's blocks are, written out here (not read from the specs under test).
+DECODER = {"audio_flamingo3": "model.language_model", "music_flamingo": "model.language_model",
+           "qwen3_omni_moe": "model.language_model",
+           "granite_speech": "model.language_model", "phi4_multimodal": "model"}
+
+
+def _get(obj, path):
+    for p in path.split("."):
+        obj = getattr(obj, p)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    from audio_tasks.tiny import build
+
+    root = tmp_path_factory.mktemp("tiny_more")
+    return {a: build(a, root / a) for a in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def lms(tiny_dirs):
+    from audio_tasks.model import AudioLALM
+
+    cache: dict = {}
+
+    def get(arch: str, batch_size: int = 2):
+        if (arch, batch_size) not in cache:
+            cache[arch, batch_size] = AudioLALM(pretrained=str(tiny_dirs[arch]), device="cpu", batch_size=batch_size)
+        return cache[arch, batch_size]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_scores_match_full_forward_and_batched_equals_unbatched(lms, arch):
+    lm = lms(arch, 2)
+    reqs = _requests(SINGLE + MULTI)
+    res = lm.loglikelihood(reqs)
+    ctx_ids, counts = {}, set()
+    for r, (ll, greedy) in zip(reqs, res):
+        prompt, wave = r.args[2]["rendered_prompt"], CLIPS[DOCS[r.doc_id][1]]
+        if r.doc_id not in ctx_ids:
+            ctx_ids[r.doc_id] = lm.processor(text=[prompt], audio=[wave], sampling_rate=SR,
+                                             return_tensors="pt")["input_ids"][0]
+            counts.add(int((ctx_ids[r.doc_id] == lm.engine.audio_token_id).sum()))
+        ref, ref_first, ref_greedy = _reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
+        assert abs(float(ll) - ref) < 1e-4, (arch, r.doc_id, r.args[1], float(ll), ref)
+        assert abs(ll.first_token_logprob - ref_first) < 1e-4
+        assert greedy == ref_greedy
+    assert len(counts) == 2 and min(counts) > 0  # the two clips expand to different audio-token counts
+    one = lms(arch, 1).loglikelihood(_requests(SINGLE + MULTI))
+    assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(one, res)) < 1e-4
+    assert [a[1] for a in one] == [b[1] for b in res]
+
+
+def _forward(lm, arch, prompt, wave, *, layer_hook=None, o_proj_hooks=None):
+    """The model's own forward: block outputs, o_proj inputs at the last position, last logits."""
+    inp = lm.processor(text=[prompt], audio=[wave], sampling_rate=SR, return_tensors="pt")
+    layers = _get(lm.model, DECODER[arch]).layers
+    cap, hin, handles = {}, {}, []
+    for l, layer in enumerate(layers, 1):
+        handles.append(layer.register_forward_hook(
+            lambda m, i, o, l=l: cap.__setitem__(l, (o[0] if isinstance(o, tuple) else o).detach().clone())))
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda m, a, l=l: hin.__setitem__(l, a[0][0, -1].detach().clone())))
+    if layer_hook is not None:
+        handles.append(layers[layer_hook[0] - 1].register_forward_hook(layer_hook[1]))
+    for l, fn in (o_proj_hooks or {}).items():
+        handles.append(layers[l - 1].self_attn.o_proj.register_forward_hook(fn))
+    try:
+        with torch.no_grad():
+            logits = lm.model(**inp).logits[0, -1].float()
+    finally:
+        for h in handles:
+            h.remove()
+    return cap, hin, logits
+
+
+def _add_last(vec):
+    def fn(m, i, o):
+        h = (o[0] if isinstance(o, tuple) else o).clone()
+        h[0, -1] += vec
+        return (h,) + tuple(o[1:]) if isinstance(o, tuple) else h
+    return fn
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_four_interventions_match_hand_references(lms, arch):
+    from interventions.scoring import MCItem, score_items
+    from interventions.steering import Enrich, HeadSteer, LayerGuided
+
+    lm = lms(arch, 2)
+    e = lm.engine
+    w = CLIPS[1]
+    prompt = e.render_chat("What is the gender of the speaker?", assistant_prefix="The speaker's gender is")
+    conts = [e.encode_text(" male"), e.encode_text(" female")]
+    items = [MCItem(e.tokenize(prompt, [w]), conts, {"gold": 0})]
+    ids = [c[0] for c in conts]
+    sil = np.zeros_like(w)
+    cap_a, hin_a, _ = _forward(lm, arch, prompt, w)
+    cap_s, hin_s, _ = _forward(lm, arch, prompt, sil)
+    L = len(cap_a)
+    # layer_guided: alpha * sum_l w_l (h_audio[l] - h_silence[l]) added to the last block's output, last position
+    weights, alpha = {1: 0.25, 2: 0.75}, 1.5
+    d = sum(wt * (cap_a[l][0, -1] - cap_s[l][0, -1]) for l, wt in weights.items())
+    _, _, ref_logits = _forward(lm, arch, prompt, w, layer_hook=(L, _add_last(alpha * d)))
+    ref = torch.log_softmax(ref_logits, -1)[ids]
+    got = score_items(e, items, LayerGuided(weights, alpha))[0]
+    assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
+    # single_layer: the same with one layer, weight 1
+    d1 = cap_a[1][0, -1] - cap_s[1][0, -1]
+    _, _, ref_logits = _forward(lm, arch, prompt, w, layer_hook=(L, _add_last(0.5 * d1)))
+    got = score_items(e, items, LayerGuided({1: 1.0}, 0.5, name="single_layer"))[0]
+    assert torch.allclose(torch.tensor(got.first), torch.log_softmax(ref_logits, -1)[ids], atol=1e-5)
+    # enrich (source 1, gap 1): h_2 <- h_2 + lam * h_1 at the last position, same pass
+    _, _, ref_logits = _forward(lm, arch, prompt, w, layer_hook=(2, _add_last(0.7 * cap_a[1][0, -1])))
+    got = score_items(e, items, Enrich(1, 0.7, 1))[0]
+    assert torch.allclose(torch.tensor(got.first), torch.log_softmax(ref_logits, -1)[ids], atol=1e-5)
+    # head steering: alpha * W_o[:, head] (z_audio - z_silence) added to o_proj's output, last position
+    heads, alpha = [(1, 1), (2, 0), (2, 3)], 2.0
+    D = lm.spec.head_dim(lm.model)
+    layers = _get(lm.model, DECODER[arch]).layers
+    adds: dict = {}
+    for l, hh in heads:
+        W = layers[l - 1].self_attn.o_proj.weight
+        delta = hin_a[l][hh * D:(hh + 1) * D] - hin_s[l][hh * D:(hh + 1) * D]
+        adds[l] = adds.get(l, 0) + alpha * (W[:, hh * D:(hh + 1) * D] @ delta)
+    _, _, ref_logits = _forward(lm, arch, prompt, w, o_proj_hooks={l: _add_last(v) for l, v in adds.items()})
+    ref = torch.log_softmax(ref_logits, -1)[ids]
+    got = score_items(e, items, HeadSteer(heads, alpha))[0]
+    assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
+
+
+def test_qwen3_omni_positions_equal_the_models_own(lms):
+    """Plain (B, T) positions, expanded to 4 rows by the text model, are the model's own interleaved M-RoPE
+    positions for audio + text prompts (left-padded batch of different lengths)."""
+    lm = lms("qwen3_omni_moe", 2)
+    e = lm.engine
+    toks = [e.tokenize(e.render_chat("What is the gender?", assistant_prefix="The answer is"), [CLIPS[0]]),
+            e.tokenize(e.render_chat("", assistant_prefix="The"), [CLIPS[1]])]
+    prep = e.prepare(toks)
+    assert prep.position_ids.shape == (2, prep.seq_len)
+    lens = torch.cat([e.features(t)["feature_attention_mask"].sum(-1) for t in toks])
+    pos = lm.model.model.get_rope_index(prep.input_ids, attention_mask=prep.attention_mask,
+                                        audio_seqlens=lens)[0]
+    real = prep.attention_mask.bool()
+    assert pos.shape[0] == 3
+    for r in range(3):
+        assert torch.equal(pos[r][real], prep.position_ids[real])
+
+
+@pytest.fixture(scope="module")
+def sample_root():
+    from tests.test_analysis_cli import SAMPLE, _sakura_tasks
+
+    if not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks():
+        pytest.skip("SAKURA sample or the sakura_* lm-eval tasks are not available")
+    return SAMPLE
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tmp_path, capsys):
+    """lm-eval (its Python API, in this process) scores sakura_gender --limit 4 and prints the results table;
+    ``python -m analysis lens`` (with audio masking), ``trace`` and ``heads`` run on the same model."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import make_table
+
+    from analysis import runner
+    from audio_tasks.tasks import TASKS_DIR
+    from tests.test_analysis_cli import _args
+
+    res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={tiny_dirs[arch]},batch_size=4",
+                          tasks=["sakura_gender"], limit=4, metadata={"data_root": str(sample_root)},
+                          task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
+                                                   metadata={"data_root": str(sample_root)}))
+    table = make_table(res)
+    print(table)
+    assert "sakura_gender" in table and "acc" in table
+    acc = res["results"]["sakura_gender"]["acc,none"]
+    assert 0.0 <= acc <= 1.0
+    assert res["n-samples"]["sakura_gender"]["effective"] == 4
+    m = tiny_dirs[arch]
+    assert runner.main(_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
+    assert "sakura_gender" in json.loads((tmp_path / "lens" / "lens_summary.json").read_text())["tasks"]
+    recs = [json.loads(x) for x in (tmp_path / "lens" / "lens_records.jsonl").read_text().splitlines()]
+    assert len(recs) == 2
+    for r in recs:  # L + 1 rows; audio masking changes nothing at the embeddings and something at the top
+        last, masked = np.array(r["logp"]["last"]), np.array(r["logp"]["masked_last"])
+        assert last.shape == masked.shape == (3, 2) and np.all(np.isfinite(last))
+        assert np.array_equal(last[0], masked[0]) and not np.allclose(last[-1], masked[-1], atol=1e-7)
+    assert runner.main(_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
+    assert (tmp_path / "trace" / "trace_summary.json").exists()
+    assert runner.main(_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
+                             limit=2)) == 0
+
+
+def test_tiny_cli_and_fresh_process_loading(tiny_dirs, tmp_path):
+    """``python -m audio_tasks.tiny --arch granite_speech`` writes a model dir, and a fresh process loads it and
+    the tiny Qwen3-Omni / Phi-4 dirs through ``load_model`` alone (the spec's processor_imports register the
+    offline processor / feature-extractor classes their configs name)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "granite"
+    p = subprocess.run([sys.executable, "-m", "audio_tasks.tiny", "--arch", "granite_speech", "--out", str(out),
+                        "--layers", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"arch": "granite_speech", "path": str(out)}
+    code = ("import json, sys; from audio_tasks.model import load_model\n"
+            "r = [load_model(d) for d in sys.argv[1:]]\n"
+            "print(json.dumps([[s.name, type(p).__name__, type(getattr(p, 'audio_processor', None) or "
+            "p.feature_extractor).__name__, s.num_layers(m)] for m, p, s in r]))")
+    dirs = [str(out), str(tiny_dirs["qwen3_omni_moe"]), str(tiny_dirs["phi4_multimodal"])]
+    p = subprocess.run([sys.executable, "-c", code, *dirs], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [
+        ["granite_speech", "GraniteSpeechProcessor", "TinyGraniteSpeechFeatureExtractor", 1],
+        ["qwen3_omni_moe_thinker", "TinyQwen3OmniMoeProcessor", "WhisperFeatureExtractor", 2],
+        ["phi4_multimodal", "TinyPhi4MultimodalProcessor", "Phi4MultimodalFeatureExtractor", 2]]
