@@ -201,12 +201,18 @@ def item_key(it, prefix: str = "") -> str:
     return f"{prefix}{it.meta['task']}|{it.meta.get('clip_id', it.meta.get('doc_id'))}"
 
 
+def item_golds(it) -> list[int]:
+    """Every choice index that counts as correct (MMAU: each option whose text is the answer)."""
+    return [int(g) for g in (it.meta.get("golds") or [it.meta["gold"]])]
+
+
 def item_fields(it) -> dict[str, Any]:
     from analysis.critical import parse_task
 
     track, fmt = parse_task(it.meta["task"])
     return {"task": it.meta["task"], "track": track, "prompt_format": fmt, "doc_id": it.meta.get("doc_id"),
-            "clip_id": it.meta.get("clip_id"), "gold": int(it.meta["gold"]), "label": it.meta.get("label"),
+            "clip_id": it.meta.get("clip_id"), "gold": int(it.meta["gold"]), "golds": item_golds(it),
+            "label": it.meta.get("label"),
             "choices": it.meta.get("choices")}
 
 
@@ -291,7 +297,7 @@ def cmd_lens(args) -> int:
                 continue
             lp_last = r.logp["last"][-1]
             store.add({"key": k, **item_fields(it), "choice_ids": r.choice_ids, "tokens": r.tokens,
-                       "pred": int(np.argmax(lp_last)), "correct": bool(int(np.argmax(lp_last)) == int(it.meta["gold"])),
+                       "pred": int(np.argmax(lp_last)), "correct": int(np.argmax(lp_last)) in item_golds(it),
                        "logp": {name: arr.tolist() for name, arr in r.logp.items()}})
         bar.update(len(chunk))
     bar.close()
@@ -315,7 +321,7 @@ def lens_summary(recs: Sequence[dict[str, Any]], meta: dict[str, Any], *, alpha:
             return np.asarray([[-np.inf if x is None else x for x in row] for row in v], dtype=float)
 
         tab = lens.lens_table([{k: arr(v) for k, v in r["logp"].items()} for r in rs],
-                              [r["gold"] for r in rs], n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
+                              [r.get("golds") or r["gold"] for r in rs], n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
         d = tab.as_dict()
         track, fmt = critical.parse_task(task)
         d.update(track=track, prompt=fmt, critical_layer={})

@@ -55,14 +55,32 @@ class CalibrationData:
     heads_silence: torch.Tensor | None
     silence_logp: torch.Tensor | None  # (N, C) first-token log-probs of the silence run
     choice_ids: list[list[int]]
+    golds: list[list[int]] | None = None  # per item every index that counts as correct (MMAU: same answer text)
+
+    def correct_mask(self) -> torch.Tensor:
+        """(N, C) bool: the choices that count as correct."""
+        return gold_mask(self.gold, self.golds, self.lens.shape[-1])
 
     @property
     def correct(self) -> torch.Tensor:
-        return self.lens[:, -1].argmax(-1) == self.gold
+        return self.correct_mask().gather(1, self.lens[:, -1].argmax(-1)[:, None])[:, 0]
 
     @property
     def pred(self) -> torch.Tensor:
         return self.lens[:, -1].argmax(-1)
+
+
+def item_golds(item) -> list[int]:
+    """Every choice index of ``item`` that counts as correct (``meta["golds"]``, else ``[meta["gold"]]``)."""
+    return [int(g) for g in (item.meta.get("golds") or [item.meta["gold"]])]
+
+
+def gold_mask(gold: torch.Tensor, golds: list[list[int]] | None, C: int) -> torch.Tensor:
+    mask = torch.zeros((len(gold), C), dtype=torch.bool)
+    for i in range(len(gold)):
+        for g in (golds[i] if golds is not None else [int(gold[i])]):
+            mask[i, int(g)] = True
+    return mask
 
 
 def _pad_choices(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -130,7 +148,7 @@ def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attent
         resid_audio=torch.cat(ra), resid_silence=torch.cat(rs) if silence else None,
         heads_audio=torch.cat(ha) if heads else None, heads_silence=torch.cat(hsil) if (heads and silence) else None,
         silence_logp=_pad_choices(slp) if silence else None,
-        choice_ids=[first_token_ids(it) for it in items])
+        choice_ids=[first_token_ids(it) for it in items], golds=[item_golds(it) for it in items])
 
 
 class _null:
@@ -144,9 +162,11 @@ class _null:
 # ---- selection ------------------------------------------------------------------------------
 
 
-def info_scores(lens: torch.Tensor, gold: torch.Tensor, subset: torch.Tensor | None = None) -> torch.Tensor:
-    """AudioLens Eq. 2 per layer: fraction of samples whose argmax over the label set is the truth."""
-    hit = (lens.argmax(-1) == gold[:, None]).float()  # (N, L+1)
+def info_scores(lens: torch.Tensor, gold: torch.Tensor, subset: torch.Tensor | None = None,
+                golds: list[list[int]] | None = None) -> torch.Tensor:
+    """AudioLens Eq. 2 per layer: fraction of samples whose argmax over the label set is a correct label."""
+    mask = gold_mask(gold, golds, lens.shape[-1])
+    hit = mask.gather(1, lens.argmax(-1)).float()  # (N, L+1)
     if subset is not None:
         hit = hit[subset]
     if hit.shape[0] == 0:
@@ -184,7 +204,8 @@ def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData
     lp = torch.log_softmax(logits, -1).cpu()
     correct = 0
     for i, ids in enumerate(data.choice_ids):
-        correct += int(int(lp[i, ids].argmax()) == int(data.gold[i]))
+        golds = data.golds[i] if data.golds is not None else [int(data.gold[i])]
+        correct += int(int(lp[i, ids].argmax()) in golds)
     return correct / len(data.choice_ids)
 
 
@@ -213,7 +234,7 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
         chunk = items[start:start + batch_size]
         for a, iv in ivs.items():
             for it, sc in zip(chunk, score_items(engine, chunk, iv, share_prefix=True)):
-                correct[a] += int(int(np.argmax(sc.first)) == int(it.meta["gold"]))
+                correct[a] += int(int(np.argmax(sc.first)) in item_golds(it))
     return {a: c / len(items) for a, c in correct.items()}
 
 
@@ -240,9 +261,9 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
                            "num_layers": L, "num_heads": H, "alphas": [float(a) for a in alphas]}
     tensors: dict[str, torch.Tensor] = {"lens_logprobs": data.lens.float(), "gold": data.gold,
                                         "correct": correct.to(torch.int64)}
-    info_all = info_scores(data.lens, data.gold)
+    info_all = info_scores(data.lens, data.gold, golds=data.golds)
     wrong = ~correct
-    info_wrong = info_scores(data.lens, data.gold, wrong)
+    info_wrong = info_scores(data.lens, data.gold, wrong, golds=data.golds)
     out["info_all"] = [float(x) for x in info_all]
     out["info_incorrect"] = [None if math.isnan(x) else float(x) for x in info_wrong]
     if "enrich" in kinds:
@@ -260,8 +281,10 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
         tensors["attn_mass"] = data.attn_mass.float()
         spec_heads = select_heads(r, min(K, L * H))
         w = layer_weights(spec_heads)
+        ranking = select_heads(r, L * H)  # the full ranking: K= at evaluation takes its top K
         out["heads"] = {"K": len(spec_heads), "specialists": [list(h) for h in spec_heads],
                         "r": [float(r[l - 1, h]) for l, h in spec_heads],
+                        "ranking": [list(h) for h in ranking],
                         "layer_weights": {str(l): v for l, v in w.items()}}
         if "layer_guided" in kinds:
             sweep = sweep_final_layer(engine, data, w, alphas)
@@ -316,5 +339,8 @@ def load_artifact(path: str | Path, *, model_id: str | None = None, num_layers: 
         theirs = doc.get("meta", {}).get("model_id")
         if theirs and os.path.basename(str(theirs).rstrip("/")) != os.path.basename(str(model_id).rstrip("/")):
             raise ValueError(f"calibration artifact {js} was made for model {theirs!r}, not {model_id!r}")
+    from .artifact_checks import validate_artifact
+
+    validate_artifact(doc, js, num_layers, num_heads)
     doc["_path"] = str(js.parent)
     return doc
