@@ -114,6 +114,7 @@ def resolve_static(lm):
         art = load_artifact(cfg.calibration, model_id=lm.pretrained, num_layers=L, num_heads=H)
         iv = build_intervention(cfg, art, L, H)
         lm._records["*"] = intervention_record(cfg, iv, art, source="calibration artifact")
+        lm._records["*"]["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
         return iv
     if cfg.explicit:
         iv = build_intervention(cfg, None, L, H)

@@ -166,6 +166,7 @@ class AudioLALM(LM):
         self._max_length = int(kwargs["max_length"]) if kwargs.get("max_length") else None
         self._records: dict[str, dict[str, Any]] = {}  # per task: what was applied (audio_tasks.record)
         self._evaluated: dict[str, dict[str, int]] = {}  # per task: docs scored, by split membership
+        self._overlap_warned: set[str] = set()
         static = None
         if self.steer_cfg.steer != "none":
             from audio_tasks.calibration import resolve_static
@@ -235,15 +236,23 @@ class AudioLALM(LM):
         check_finite(task, sub, scores, settings)
         ev = self._evaluated.setdefault(task, {})
         cal_ids = set((rec or {}).get("_calibration_clip_ids") or ())
+        overlap = []
         for it in sub:
             doc = it.meta.get("doc")
             split = doc.get("split") if isinstance(doc, dict) else None
             ev[str(split or "unknown")] = ev.get(str(split or "unknown"), 0) + 1
             did = doc.get("doc_id") if isinstance(doc, dict) else None
             if cal_ids and did is not None and str(did) in cal_ids:
-                raise ValueError(f"audio_lalm: task {task!r} scores doc {did!r}, which the automatic calibration "
-                                 "of this run used; evaluate the evaluation split (the default with automatic "
-                                 "calibration; drop --metadata split=...), or pass calibration=DIR")
+                overlap.append(str(did))
+        if overlap and rec.get("source") == "automatic calibration":
+            raise ValueError(f"audio_lalm: task {task!r} scores doc {overlap[0]!r}, which the automatic calibration "
+                             "of this run used; evaluate the evaluation split (the default with automatic "
+                             "calibration; drop --metadata split=...), or pass calibration=DIR")
+        if overlap and task not in self._overlap_warned:
+            self._overlap_warned.add(task)
+            log.warning("audio_lalm: task %s scores %d doc(s) (e.g. %s) that calibrated the artifact %s; for held-out "
+                        "numbers evaluate --metadata '{\"split\": \"evaluation\"}'", task, len(overlap), overlap[0],
+                        rec.get("artifact"))
 
     def model_fingerprint(self) -> dict[str, Any]:
         return {"pretrained": self.pretrained, "revision": self.revision, **self.steer_cfg.fingerprint()}
