@@ -11,6 +11,7 @@ Commands (``python -m analysis <command> -h`` for all options)::
     critical   Tables II/III over several lens runs (e.g. several models)
     report     Markdown report of run folders
     compare    paired comparison of two lm-eval --log_samples runs (analysis.regress)
+    mmau       MMAU accuracy by domain / difficulty / category / sub-category from a --log_samples run
     leaderboard, regress, demo   provided by analysis.leaderboard / analysis.regress / analysis.demo
 
 Model commands share ``--model_args`` (parsed like lm-eval's and passed to ``audio_tasks.model.AudioLALM``,
@@ -65,7 +66,8 @@ __all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL
 FAIL_AFTER_ENV = "AUDIO_LALM_ANALYSIS_FAIL_AFTER"
 LAZY = {"leaderboard": ("analysis.leaderboard", "add_arguments", "main"),
         "regress": ("analysis.regress", "add_arguments", "main"),
-        "compare": ("analysis.regress", "add_compare_arguments", "compare_main")}
+        "compare": ("analysis.regress", "add_compare_arguments", "compare_main"),
+        "mmau": ("analysis.mmau_breakdown", "add_arguments", "main")}
 
 
 class SimulatedInterruption(RuntimeError):
@@ -605,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Commands: lens, trace, heads, calibrate, critical, report, compare, leaderboard, "
-                                       "regress, demo")
+                                       "regress, mmau, demo")
     sub = p.add_subparsers(dest="command", metavar="command")
 
     s = sub.add_parser("lens", help="logit lens, information scores, critical layers (AudioLens)")
@@ -656,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, h in (("compare", "paired comparison of two lm-eval --log_samples runs (McNemar, bootstrap)"),
                     ("leaderboard", "leaderboard of lm-eval runs"), ("regress", "regression gate between two runs"),
+                    ("mmau", "MMAU breakdown by domain, difficulty, category, sub-category (from samples)"),
                     ("demo", "end-to-end demo")):
         sub.add_parser(name, help=h, add_help=False)
     return p
