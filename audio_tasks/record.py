@@ -71,7 +71,7 @@ def intervention_record(cfg, iv, art: dict[str, Any] | None, *, source: str, cac
             "split": meta.get("split", "calibration"), "n_docs": n, "tasks": meta.get("tasks"),
             "split_seed": meta.get("split_seed"),
             "selected": {k: v for k, v in _section(art, kind).items() if k not in ("sweep", "per_layer_best")},
-            "sweep": [{"strength": float(a), "accuracy": float(acc), "n": n}
+            "sweep": [{"strength": float(a), "accuracy": None if acc is None else float(acc), "n": n}
                       for a, acc in sorted(sweep.items(), key=lambda kv: float(kv[0]))],
         }
     if cache_key is not None:

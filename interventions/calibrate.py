@@ -198,12 +198,15 @@ def select_heads(r: torch.Tensor, K: int) -> list[tuple[int, int]]:
     return [(i // H + 1, i % H) for i in order]
 
 
-def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData) -> float:
+def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData) -> float | None:
+    """Accuracy with the edited final state; None (never a number computed from NaN) when a score is non-finite."""
     dev = engine.device
     logits = engine.unembed(engine.final_norm(h_final.to(dev, engine.dtype)))
     lp = torch.log_softmax(logits, -1).cpu()
     correct = 0
     for i, ids in enumerate(data.choice_ids):
+        if not bool(torch.isfinite(lp[i, ids]).all()):
+            return None
         golds = data.golds[i] if data.golds is not None else [int(data.gold[i])]
         correct += int(int(lp[i, ids].argmax()) in golds)
     return correct / len(data.choice_ids)
@@ -226,21 +229,35 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
     from .scoring import score_items
 
     ivs = {float(a): make(a) for a in alphas}
-    correct = {a: 0 for a in ivs}
+    correct: dict[float, int | None] = {a: 0 for a in ivs}
     # Chunk outer, strength inner: each clip's audio prefix is run through the decoder once and
     # its KV cache shared by all strengths (interventions act at the last position only).
     engine.reserve_prefix_cache(2 * batch_size)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         for a, iv in ivs.items():
+            if correct[a] is None:
+                continue
             for it, sc in zip(chunk, score_items(engine, chunk, iv, share_prefix=True)):
+                if not all(math.isfinite(float(x)) for x in sc.first):
+                    correct[a] = None  # a non-finite score: no accuracy for this strength
+                    break
                 correct[a] += int(int(np.argmax(sc.first)) in item_golds(it))
-    return {a: c / len(items) for a, c in correct.items()}
+    return {a: (None if c is None else c / len(items)) for a, c in correct.items()}
 
 
-def _best(sweep: dict[float, float]) -> float:
-    """Highest accuracy; ties go to the smallest |alpha|."""
-    return sorted(sweep.items(), key=lambda kv: (-kv[1], abs(kv[0]), kv[0]))[0][0]
+def _best(sweep: dict[float, float | None]) -> float:
+    """Highest accuracy; ties go to the smallest |alpha|. Strengths whose scores were non-finite (None) are
+    never selected."""
+    valid = [(a, v) for a, v in sweep.items() if v is not None]
+    if not valid:
+        raise ValueError(f"calibration: every strength of the grid {sorted(sweep)} gave non-finite scores")
+    return sorted(valid, key=lambda kv: (-kv[1], abs(kv[0]), kv[0]))[0][0]
+
+
+def _max_valid(values) -> float:
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else -1.0
 
 
 def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
@@ -294,9 +311,10 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
             out["head"] = {"alpha": _best(sweep), "sweep": sweep}
     if "single_layer" in kinds:
         table = {l: sweep_final_layer(engine, data, {l: 1.0}, alphas) for l in range(1, L + 1)}
-        best_l = max(table, key=lambda l: (max(table[l].values()), -l))
+        best_l = max(table, key=lambda l: (_max_valid(table[l].values()), -l))
         out["single_layer"] = {"layer": best_l, "alpha": _best(table[best_l]), "sweep": table[best_l],
-                               "per_layer_best": {str(l): max(v.values()) for l, v in table.items()}}
+                               "per_layer_best": {str(l): (_max_valid(v.values()) if _max_valid(v.values()) >= 0
+                                                           else None) for l, v in table.items()}}
     return out, tensors
 
 
