@@ -148,6 +148,36 @@ def test_mmau_group_reports_original_counts_and_breakdown(tiny_lm, tmp_path, cap
     assert "difficulty" in printed and "sub_category" in printed
 
 
+def test_500_clip_track_scores_500_by_default(sakura_sample_root, tmp_path):
+    """A checkout the size of the full release (500 rows; the sample's clips reused under new names)."""
+    from audio_tasks.data import registry
+    from audio_tasks.items import load_tasks
+
+    src = sakura_sample_root / "data" / "Gender"
+    with open(src / "metadata.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    dst = tmp_path / "full" / "data" / "Gender"
+    (dst / "audio").mkdir(parents=True)
+    big = []
+    for n in range(500):
+        r = dict(rows[n % len(rows)])
+        name = f"g{n:03d}.wav"
+        os.symlink(src / "audio" / r["file"], dst / "audio" / name)
+        big.append({**r, "file": name})
+    big.sort(key=lambda r: r["attribute_label"])  # like the release: sorted by label
+    with open(dst / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(big)
+    md = {"data_root": str(tmp_path / "full")}
+    for name in ("sakura_gender", "sakura_gender_p1", "sakura_gender_single", "sakura_gender_multi"):
+        assert len(load_tasks([name], md)[name].eval_docs) == 500
+    registry.set_auto_calibration(True)  # automatic calibration: 100 calibrate, the 400 others are evaluated
+    assert len(load_tasks(["sakura_gender"], md)["sakura_gender"].eval_docs) == 400
+    assert len(load_tasks(["sakura_gender"], {**md, "split": "calibration"})["sakura_gender"].eval_docs) == 100
+
+
 # ---- MMAU: an option whose text is the answer text counts wherever it stands ---------------------------------------
 
 
