@@ -23,7 +23,7 @@ from typing import Any
 from .atomic import atomic_write_json, atomic_write_text
 from .results_io import ResultsError, iter_jsonl, read_run
 
-__all__ = ["breakdown", "format_breakdown", "add_arguments", "main"]
+__all__ = ["add_arguments", "breakdown", "format_breakdown", "main"]
 
 _DOMAIN = re.compile(r"^mmau_(sound|music|speech)(_\w+)?$")
 FACETS = ("domain", "difficulty", "category", "sub_category")

@@ -24,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
-__all__ = ["intervention_record", "check_finite", "log_record", "NonFiniteScore"]
+__all__ = ["NonFiniteScore", "check_finite", "intervention_record", "log_record"]
 
 _STRENGTH_KEY = {"enrich": "lam", "layer_guided": "alpha", "single_layer": "alpha", "head": "alpha"}
 
