@@ -96,8 +96,9 @@ def records_from_collect(data: Any, items: Sequence[Any]) -> list[dict[str, Any]
         C = len(it.continuations)
         la = data.lens[i, -1, :C].double()
         ls = data.silence_logp[i, :C].double()
-        recs.append({"gold": int(data.gold[i]), "pred": int(la.argmax()), "pred_silence": int(ls.argmax()),
-                     "correct": bool(int(la.argmax()) == int(data.gold[i])),
+        golds = data.golds[i] if getattr(data, "golds", None) is not None else [int(data.gold[i])]
+        recs.append({"gold": int(data.gold[i]), "golds": [int(g) for g in golds], "pred": int(la.argmax()),
+                     "pred_silence": int(ls.argmax()), "correct": int(la.argmax()) in golds,
                      "flip": bool(int(la.argmax()) != int(ls.argmax())),
                      "logp_audio": [float(x) for x in la], "logp_silence": [float(x) for x in ls],
                      "mass": data.attn_mass[i].double().tolist()})

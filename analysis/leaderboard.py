@@ -22,8 +22,13 @@ Cells
     the same model's unsteered row (same ``pretrained``, ``steer`` none/absent) and the exact McNemar p-value on
     the paired documents (groups: pooled over their documents), Holm-corrected over all comparisons in the table.
 
+Pairing: differences and McNemar tests use the documents both runs scored (matched by the document's own id);
+``main`` prints how many documents were paired. Where a task's doc set differs from the baseline's (e.g. an
+automatically calibrated run scores only the evaluation split) Δ and the test are computed on the paired docs
+and a flag says so.
+
 Flags (``flags`` column and section, never silently dropped): steered rows without an unsteered baseline,
-several candidate baselines, tasks whose doc set differs from the baseline's (difference shown, no McNemar),
+several candidate baselines, tasks whose doc set differs from the baseline's (Δ and McNemar on the paired docs),
 tasks the baseline lacks, groups averaged over an incomplete set of tracks, missing metric, duplicate rows.
 """
 
@@ -80,6 +85,8 @@ class Cell:
     pvalue: float | None = None
     p_holm: float | None = None
     note: str = ""
+    n_paired: int | None = None
+    """Docs paired by id with the baseline (``delta`` and the McNemar test are computed on them)."""
 
 
 @dataclass
@@ -168,23 +175,31 @@ def _compare(run: Run, base: Run, col: Column, cell: Cell, base_cell: Cell, metr
     if present != base_present:
         cell.note = "tasks differ from baseline"
         return [f"{col.name}: task set differs from baseline ({present} vs {base_present}); no McNemar"]
-    a_parts, b_parts = [], []
+    a_parts, b_parts, flags = [], [], []
     for t in present:
         pairing = pair_docs(base.tasks[t], run.tasks[t], metric)
+        if not pairing.doc_ids:
+            cell.note = "no common docs with baseline"
+            return [f"{t}: no doc in common with the baseline ({pairing.describe_mismatch()}); no McNemar"]
         if not pairing.same_docs:
-            cell.note = "docs differ from baseline"
+            cell.note = "paired docs only"
             if col.kind == "task":
-                return [f"{t}: doc set differs from baseline ({pairing.describe_mismatch()}); no McNemar"]
-            return []  # the task column already carries the flag
+                flags.append(f"{t}: doc set differs from baseline ({pairing.describe_mismatch()}); Δ and McNemar "
+                             f"on the {len(pairing.doc_ids)} paired docs")
         a_parts.append(pairing.a)
         b_parts.append(pairing.b)
+    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+    cell.n_paired = int(a.size)
+    if cell.note == "paired docs only":  # Δ on the paired docs, not on two different doc sets
+        cell.delta = float(b.mean() - a.mean()) if col.kind != "mean" else float(
+            np.mean([bp.mean() for bp in b_parts]) - np.mean([ap.mean() for ap in a_parts]))
     try:
-        res = mcnemar_exact(np.concatenate(a_parts), np.concatenate(b_parts))
+        res = mcnemar_exact(a, b)
     except ValueError:
         cell.note = "metric not 0/1"
-        return [f"{col.name}: metric {metric!r} is not 0/1 per document; no McNemar"]
+        return flags + [f"{col.name}: metric {metric!r} is not 0/1 per document; no McNemar"]
     cell.b01, cell.b10, cell.pvalue = int(res["b01"]), int(res["b10"]), float(res["pvalue"])
-    return []
+    return flags
 
 
 def _pick_baselines(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -417,7 +432,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     lb = build_leaderboard(runs, metric=args.metric, alpha=args.alpha)
     paths = write_leaderboard(lb, args.out)
-    print(f"{len(lb.rows)} rows x {len(lb.columns)} columns, {len(lb.flags)} flags")
+    print(f"{len(lb.rows)} rows x {len(lb.columns)} columns, {len(lb.flags)} flags (metric {lb.metric})")
+    paired = [(r.run.label, name, c.n_paired) for r in lb.rows for name, c in r.cells.items()
+              if c.n_paired is not None and not any(name == col.name and col.kind != "task" for col in lb.columns)]
+    if paired:
+        print(f"compared with the baseline on {sum(n for *_, n in paired)} paired docs over {len(paired)} "
+              "task cell(s) (docs paired by id)")
     for f in lb.flags:
         print(f"  flag: {f}")
     for p in paths:

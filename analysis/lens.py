@@ -92,18 +92,29 @@ def lens_batch(engine: Engine, items: Sequence[Any], *, positions: dict[str, int
     return [LensResult(lp, tk, i) for lp, tk, i in zip(logp, tokens, ids)]
 
 
-def info_score(logp: np.ndarray, gold: np.ndarray, subset: np.ndarray | None = None) -> np.ndarray:
-    """Eq. 2 per layer: fraction of items whose argmax over the label set is the gold label.
+def gold_mask(gold: Sequence, C: int) -> np.ndarray:
+    """(N, C) bool: which choices count as correct. ``gold[i]`` is an index or a list of indices (MMAU: every
+    option whose text is the answer text)."""
+    mask = np.zeros((len(gold), C), dtype=bool)
+    for i, g in enumerate(gold):
+        for k in (g if isinstance(g, (list, tuple, np.ndarray)) else [g]):
+            mask[i, int(k)] = True
+    return mask
 
-    ``logp`` is (N, L+1, C) (pad missing choices with -inf), ``gold`` (N,).  NaN where the subset is empty.
+
+def info_score(logp: np.ndarray, gold: Sequence, subset: np.ndarray | None = None) -> np.ndarray:
+    """Eq. 2 per layer: fraction of items whose argmax over the label set is a correct label.
+
+    ``logp`` is (N, L+1, C) (pad missing choices with -inf), ``gold`` (N,) indices or lists of correct
+    indices (:func:`gold_mask`).  NaN where the subset is empty.
     """
     logp = np.asarray(logp, dtype=float)
-    gold = np.asarray(gold, dtype=int)
+    mask = gold_mask(gold, logp.shape[-1])
     if subset is not None:
-        logp, gold = logp[subset], gold[subset]
+        logp, mask = logp[subset], mask[subset]
     if logp.shape[0] == 0:
         return np.full(logp.shape[1], np.nan)
-    hit = logp.argmax(-1) == gold[:, None]
+    hit = np.take_along_axis(mask, logp.argmax(-1), axis=1)
     return hit.mean(0)
 
 
@@ -138,15 +149,16 @@ class LensTable:
                 "info_incorrect": {k: clean(v) for k, v in self.info_incorrect.items()}, **self.extra}
 
 
-def lens_table(logps: Sequence[dict[str, np.ndarray]], gold: Sequence[int], n_labels: int | None = None) -> LensTable:
-    """Information scores (all / correct / incorrect items) from per-item lens log-probs."""
+def lens_table(logps: Sequence[dict[str, np.ndarray]], gold: Sequence, n_labels: int | None = None) -> LensTable:
+    """Information scores (all / correct / incorrect items) from per-item lens log-probs; ``gold[i]`` is the
+    gold index or the list of indices that count as correct."""
     if not logps:
         raise ValueError("no items")
-    gold_a = np.asarray(gold, dtype=int)
+    gold_a = list(gold)
     names = list(logps[0].keys())
     arrays = {k: _pad([np.asarray(lp[k], dtype=float) for lp in logps]) for k in names}
     ref = arrays["last"] if "last" in arrays else arrays[names[0]]
-    correct = ref[:, -1].argmax(-1) == gold_a
+    correct = np.take_along_axis(gold_mask(gold_a, ref.shape[-1]), ref[:, -1].argmax(-1)[:, None], axis=1)[:, 0]
     info, info_c, info_w = {}, {}, {}
     for k, arr in arrays.items():
         info[k] = list(info_score(arr, gold_a))

@@ -12,8 +12,15 @@ Usage::
 ``regress`` exit status:
     * 0 - no task regresses;
     * 1 - some task's accuracy drops by more than ``--tolerance`` AND its exact McNemar p < ``--alpha``;
-    * 2 - the runs cannot be compared (different task sets, different doc sets for a task, missing metric,
+    * 2 - the runs cannot be compared (different task sets, no common doc for a task, missing metric,
       unreadable or ambiguous input); the reason is printed. This wins over 1.
+
+Pairing: every task is compared on the documents both runs scored (matched by the document's own id), and the
+report prints how many were paired. Accuracies, changes and the McNemar test are computed on those paired
+documents. Where the doc sets differ (e.g. a steered, automatically calibrated run scores only the evaluation
+split while the unsteered run scored every doc) the output says so, with the counts, instead of failing.
+The metric (``--metric``, default ``acc``; ``acc_first_token`` is the AudioLens / steering-paper criterion) is
+named in the output.
 
 Why ``--tolerance 0.02`` (with the McNemar test): a regression must be both *real* and *large enough to matter*.
 The exact McNemar test on the discordant documents controls false alarms from noise (near-tie documents flipping
@@ -69,6 +76,9 @@ class TaskDiff:
     p_holm: float = math.nan
     status: str = "ok"  # ok | regression | mismatch
     reason: str = ""
+    n_baseline: int = 0
+    n_candidate: int = 0
+    note: str = ""  # e.g. "doc sets differ: ..." (the comparison is on the paired docs)
 
     @property
     def change(self) -> float:
@@ -116,12 +126,16 @@ def compare_runs(
         if not (bt.has(metric) and ct.has(metric)):
             d.status, d.reason = "mismatch", f"metric {metric!r} missing from per-sample results"
             continue
-        d.baseline_acc, d.candidate_acc = bt.accuracy(metric), ct.accuracy(metric)
         pairing = pair_docs(bt, ct, metric)
-        d.n = len(pairing.doc_ids)
-        if not pairing.same_docs:
-            d.status, d.reason = "mismatch", f"doc sets differ: {pairing.describe_mismatch()}"
+        d.n, d.n_baseline, d.n_candidate = len(pairing.doc_ids), bt.n, ct.n
+        if not pairing.doc_ids:
+            d.baseline_acc, d.candidate_acc = bt.accuracy(metric), ct.accuracy(metric)
+            d.status, d.reason = "mismatch", f"no common docs: doc sets differ: {pairing.describe_mismatch()}"
             continue
+        d.baseline_acc, d.candidate_acc = float(pairing.a.mean()), float(pairing.b.mean())
+        if not pairing.same_docs:
+            d.note = (f"doc sets differ: compared on the {d.n} paired docs of {bt.n} baseline / {ct.n} candidate "
+                      f"({pairing.describe_mismatch()})")
         try:
             res = mcnemar_exact(pairing.a, pairing.b)
         except ValueError:
@@ -136,7 +150,7 @@ def compare_runs(
         if d.change < -tolerance and p < alpha:
             d.status = "regression"
             d.reason = (f"accuracy dropped {-100 * d.change:.1f} points (> {100 * tolerance:.1f}) with "
-                        f"McNemar p={p:.3g} < {alpha}" + (" (Holm)" if use_holm else ""))
+                        f"McNemar p={p:.3g} < {alpha}" + (" (Holm)" if use_holm else "") + f", on {d.n} paired docs")
     return rep
 
 
@@ -155,6 +169,9 @@ def format_report(rep: RegressReport) -> str:
                      f"{f(t.p_holm, '.3g'):>8}  {t.status.upper() if t.status != 'ok' else 'ok'}")
         if t.reason:
             lines.append(f"{'':<{w}}    -> {t.reason}")
+        if t.note:
+            lines.append(f"{'':<{w}}    -> {t.note}")
+    lines.append(f"paired docs: {sum(t.n for t in rep.tasks)} over {len(rep.tasks)} task(s) (n = docs paired by id)")
     lines.append("(b01 = baseline wrong, candidate right; b10 = baseline right, candidate wrong)")
     lines += [f"problem: {p}" for p in rep.problems]
     code = rep.exit_code
@@ -277,6 +294,10 @@ def compare_main(args: argparse.Namespace) -> int:
         ci = f"{r['change']:+.4f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         print(f"{r['task']:<{w}}  {r['n']:>5}  {r['baseline_acc']:>6.4f}  {r['candidate_acc']:>6.4f}  {ci:>24}  "
               f"{r['b01']:>4}  {r['b10']:>4}  {r['pvalue']:>8.3g}  {r['p_holm']:>8.3g}")
+        if r.get("note"):
+            print(f"{'':<{w}}  note: {r['note']}")
+    print(f"paired docs: {sum(r['n'] for r in rows if r['status'] != 'mismatch')} over "
+          f"{sum(r['status'] != 'mismatch' for r in rows)} task(s) (n = docs paired by id; metric {rep.metric})")
     for p in rep.problems:
         print(f"note: {p}")
     if getattr(args, "json", None):

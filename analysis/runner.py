@@ -11,6 +11,7 @@ Commands (``python -m analysis <command> -h`` for all options)::
     critical   Tables II/III over several lens runs (e.g. several models)
     report     Markdown report of run folders
     compare    paired comparison of two lm-eval --log_samples runs (analysis.regress)
+    mmau       MMAU accuracy by domain / difficulty / category / sub-category from a --log_samples run
     leaderboard, regress, demo   provided by analysis.leaderboard / analysis.regress / analysis.demo
 
 Model commands share ``--model_args`` (parsed like lm-eval's and passed to ``audio_tasks.model.AudioLALM``,
@@ -65,7 +66,8 @@ __all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL
 FAIL_AFTER_ENV = "AUDIO_LALM_ANALYSIS_FAIL_AFTER"
 LAZY = {"leaderboard": ("analysis.leaderboard", "add_arguments", "main"),
         "regress": ("analysis.regress", "add_arguments", "main"),
-        "compare": ("analysis.regress", "add_compare_arguments", "compare_main")}
+        "compare": ("analysis.regress", "add_compare_arguments", "compare_main"),
+        "mmau": ("analysis.mmau_breakdown", "add_arguments", "main")}
 
 
 class SimulatedInterruption(RuntimeError):
@@ -201,12 +203,18 @@ def item_key(it, prefix: str = "") -> str:
     return f"{prefix}{it.meta['task']}|{it.meta.get('clip_id', it.meta.get('doc_id'))}"
 
 
+def item_golds(it) -> list[int]:
+    """Every choice index that counts as correct (MMAU: each option whose text is the answer)."""
+    return [int(g) for g in (it.meta.get("golds") or [it.meta["gold"]])]
+
+
 def item_fields(it) -> dict[str, Any]:
     from analysis.critical import parse_task
 
     track, fmt = parse_task(it.meta["task"])
     return {"task": it.meta["task"], "track": track, "prompt_format": fmt, "doc_id": it.meta.get("doc_id"),
-            "clip_id": it.meta.get("clip_id"), "gold": int(it.meta["gold"]), "label": it.meta.get("label"),
+            "clip_id": it.meta.get("clip_id"), "gold": int(it.meta["gold"]), "golds": item_golds(it),
+            "label": it.meta.get("label"),
             "choices": it.meta.get("choices")}
 
 
@@ -291,7 +299,7 @@ def cmd_lens(args) -> int:
                 continue
             lp_last = r.logp["last"][-1]
             store.add({"key": k, **item_fields(it), "choice_ids": r.choice_ids, "tokens": r.tokens,
-                       "pred": int(np.argmax(lp_last)), "correct": bool(int(np.argmax(lp_last)) == int(it.meta["gold"])),
+                       "pred": int(np.argmax(lp_last)), "correct": int(np.argmax(lp_last)) in item_golds(it),
                        "logp": {name: arr.tolist() for name, arr in r.logp.items()}})
         bar.update(len(chunk))
     bar.close()
@@ -315,7 +323,7 @@ def lens_summary(recs: Sequence[dict[str, Any]], meta: dict[str, Any], *, alpha:
             return np.asarray([[-np.inf if x is None else x for x in row] for row in v], dtype=float)
 
         tab = lens.lens_table([{k: arr(v) for k, v in r["logp"].items()} for r in rs],
-                              [r["gold"] for r in rs], n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
+                              [r.get("golds") or r["gold"] for r in rs], n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
         d = tab.as_dict()
         track, fmt = critical.parse_task(task)
         d.update(track=track, prompt=fmt, critical_layer={})
@@ -599,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Commands: lens, trace, heads, calibrate, critical, report, compare, leaderboard, "
-                                       "regress, demo")
+                                       "regress, mmau, demo")
     sub = p.add_subparsers(dest="command", metavar="command")
 
     s = sub.add_parser("lens", help="logit lens, information scores, critical layers (AudioLens)")
@@ -650,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, h in (("compare", "paired comparison of two lm-eval --log_samples runs (McNemar, bootstrap)"),
                     ("leaderboard", "leaderboard of lm-eval runs"), ("regress", "regression gate between two runs"),
+                    ("mmau", "MMAU breakdown by domain, difficulty, category, sub-category (from samples)"),
                     ("demo", "end-to-end demo")):
         sub.add_parser(name, help=h, add_help=False)
     return p

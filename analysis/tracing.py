@@ -81,6 +81,11 @@ class TraceRun:
     p_corrupted: float
     logp_clean: list[float]  # choices' first-token log-probs, clean run
     logp_corrupted: list[float]
+    golds: list[int] | None = None  # every choice index that counts as correct (MMAU: same answer text)
+
+    @property
+    def correct_set(self) -> set[int]:
+        return set(self.golds) if self.golds else {self.gold}
 
     @property
     def num_layers(self) -> int:
@@ -124,15 +129,16 @@ def prepare_trace(engine: Engine, item: Any) -> TraceRun:
     idx = torch.tensor(ids, device=lc.device)
     return TraceRun(prep_c, prep_x, clean_states, ids[gold], gold, ids,
                     float(pc[ids[gold]]), float(px[ids[gold]]),
-                    [float(v) for v in lc[idx].double()], [float(v) for v in lx[idx].double()])
+                    [float(v) for v in lc[idx].double()], [float(v) for v in lx[idx].double()],
+                    [int(g) for g in (item.meta.get("golds") or [gold])])
 
 
 def exclusions(run: TraceRun) -> list[str]:
     """Reasons to exclude an item (empty list = included)."""
     out = []
-    if int(np.argmax(run.logp_clean)) != run.gold:
+    if int(np.argmax(run.logp_clean)) not in run.correct_set:
         out.append("clean_wrong")
-    if int(np.argmax(run.logp_corrupted)) == run.gold:
+    if int(np.argmax(run.logp_corrupted)) in run.correct_set:
         out.append("corrupted_right")
     if not run.p_clean > run.p_corrupted:
         out.append("p_clean_le_p_corrupted")

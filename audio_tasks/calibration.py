@@ -78,11 +78,26 @@ def build_intervention(cfg: SteerConfig, art: dict[str, Any] | None, L: int, H: 
         heads = []
     else:
         heads = [tuple(h) for h in _need(art, "heads", "specialists", "heads")]
+        if cfg.k_given and art is not None:
+            heads = top_k_heads(art, cfg.K)
     alpha = cfg.alpha if cfg.alpha is not None else _need(art, k, "alpha", "alpha")
     if k == "layer_guided":
         weights = layer_weights(heads) if heads else {int(l): 1.0 / len(cfg.layers) for l in cfg.layers}
         return LayerGuided(weights, float(alpha), heads=heads)
     return HeadSteer(heads, float(alpha))
+
+
+def top_k_heads(art: dict[str, Any], K: int) -> list[tuple[int, int]]:
+    """The top-``K`` heads of the artifact's ranking (``heads.ranking``: every head by |r|, kept in full;
+    older artifacts: the ``specialists`` list, itself in ranking order). An error when it has fewer."""
+    sec = art.get("heads") or {}
+    ranking = sec.get("ranking") or sec.get("specialists") or []
+    if K > len(ranking):
+        where = art.get("_path") or "the calibration artifact"
+        key = "heads.ranking" if sec.get("ranking") else "heads.specialists"
+        raise ValueError(f"K={K} but calibration artifact {where} ranks only {len(ranking)} heads ('{key}'); "
+                         f"use K<={len(ranking)} or recalibrate with K={K}")
+    return [(int(h[0]), int(h[1])) for h in ranking[:K]]
 
 
 def _dims(lm) -> tuple[int, int]:
@@ -93,11 +108,18 @@ def resolve_static(lm):
     """Intervention fixed by arguments or by ``calibration=DIR``; None when auto-calibration is needed."""
     cfg: SteerConfig = lm.steer_cfg
     L, H = _dims(lm)
+    from audio_tasks.record import intervention_record
+
     if cfg.calibration:
         art = load_artifact(cfg.calibration, model_id=lm.pretrained, num_layers=L, num_heads=H)
-        return build_intervention(cfg, art, L, H)
+        iv = build_intervention(cfg, art, L, H)
+        lm._records["*"] = intervention_record(cfg, iv, art, source="calibration artifact")
+        lm._records["*"]["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
+        return iv
     if cfg.explicit:
-        return build_intervention(cfg, None, L, H)
+        iv = build_intervention(cfg, None, L, H)
+        lm._records["*"] = intervention_record(cfg, iv, None, source="arguments")
+        return iv
     return None
 
 
@@ -157,7 +179,8 @@ def auto_calibrate(lm, task: str):
     cfg: SteerConfig = lm.steer_cfg
     md = metadata_for_run()
     kinds = KINDS_NEEDED[cfg.steer]
-    d = cache_root() / "calibration" / _cache_key(lm, task, md, kinds)
+    key = _cache_key(lm, task, md, kinds)
+    d = cache_root() / "calibration" / key
     L, H = _dims(lm)
     if (d / "calibration.json").exists():
         art = load_artifact(d, model_id=lm.pretrained, num_layers=L, num_heads=H)
@@ -167,4 +190,11 @@ def auto_calibrate(lm, task: str):
                     "(never on evaluated docs); artifact cached at %s", cfg.steer, task, d)
         run_calibration(lm, [task], d, metadata=md, kinds=kinds, batch_size=max(1, lm.batch_size_per_gpu))
         art = load_artifact(d, model_id=lm.pretrained, num_layers=L, num_heads=H)
-    return build_intervention(cfg, art, L, H)
+    iv = build_intervention(cfg, art, L, H)
+    from audio_tasks.record import intervention_record
+
+    rec = intervention_record(cfg, iv, art, source="automatic calibration", cache_key=key)
+    rec["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
+    if hasattr(lm, "_records"):
+        lm._records[task] = rec
+    return iv

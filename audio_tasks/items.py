@@ -87,7 +87,9 @@ def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
             if not isinstance(gold, int):
                 gold = choices.index(gold) if gold in choices else int(gold)
             is_dict = isinstance(doc, dict)
-            it.meta.update({"task": name, "gold": int(gold), "choices": list(choices),
+            golds = doc.get("golds") if is_dict else None  # MMAU: every option with the answer text
+            it.meta.update({"task": name, "gold": int(gold), "golds": [int(g) for g in golds] if golds else [int(gold)],
+                            "choices": list(choices),
                             "label": doc.get("label", choices[gold]) if is_dict else choices[gold],
                             "clip_id": doc.get("doc_id", it.meta["doc_id"]) if is_dict else it.meta["doc_id"]})
         items.extend(its)

@@ -182,12 +182,21 @@ class AudioLALM(LM):
         self._external_chat = False
         self._audio_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_length = int(kwargs["max_length"]) if kwargs.get("max_length") else None
+        self._records: dict[str, dict[str, Any]] = {}  # per task: what was applied (audio_tasks.record)
+        self._evaluated: dict[str, dict[str, int]] = {}  # per task: docs scored, by split membership
+        self._overlap_warned: set[str] = set()
+        static = None
         if self.steer_cfg.steer != "none":
             from audio_tasks.calibration import resolve_static
 
             static = resolve_static(self)  # explicit args or calibration=DIR: checked now, before any forward
             if static is not None:
                 self._interventions["*"] = static
+        from audio_tasks.data.registry import set_auto_calibration
+
+        # lm-eval loads the tasks after creating the model: with automatic calibration their default split
+        # is the evaluation split (calibration uses the calibration split), else the full set.
+        set_auto_calibration(self.steer_cfg.steer != "none" and static is None)
 
     # ---- lm-eval plumbing -------------------------------------------------------------------
     @property
@@ -212,6 +221,56 @@ class AudioLALM(LM):
             return self._max_length
         cfg = self.spec.text_cfg(self.model)
         return int(getattr(cfg, "max_position_embeddings", 2048))
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Goes into lm-eval's results JSON (``config``): the model and, per task, the intervention applied
+        (kind, strength, layers/weights, heads, artifact, calibration split and sweep) and the docs scored."""
+        info: dict[str, Any] = {"pretrained": self.pretrained, "revision": self.revision, "steer": self.steer_cfg.steer}
+        tasks = sorted((set(self._records) - {"*"}) | set(self._evaluated))
+        per_task = {}
+        for t in tasks:
+            rec = {k: v for k, v in (self._records.get(t) or self._records.get("*") or {"kind": self.steer_cfg.steer}
+                                     ).items() if not k.startswith("_")}
+            ev = self._evaluated.get(t, {})
+            splits = sorted(k for k in ev if ev[k])
+            rec["evaluation"] = {"split": splits[0] if len(splits) == 1 else ("all" if splits else None),
+                                 "n_docs": sum(ev.values()), "docs_by_split": dict(ev)}
+            per_task[t] = rec
+        info["audio_lalm"] = {"interventions": per_task}
+        return info
+
+    def _note_scored(self, sub, scores) -> None:
+        """After scoring one task's items: refuse non-finite scores, count docs by split, check that an
+        automatically calibrated intervention never scores a calibration doc."""
+        from audio_tasks.record import check_finite
+
+        if not sub:
+            return
+        task = sub[0].meta["task"]
+        rec = self._records.get(task) or self._records.get("*")
+        settings = json.dumps({k: v for k, v in (rec or {}).items() if k in (
+            "kind", "strength", "layers", "weights", "heads", "source_layer", "gap", "control", "seed", "artifact")}
+                              or {"steer": self.steer_cfg.steer}, default=str)
+        check_finite(task, sub, scores, settings)
+        ev = self._evaluated.setdefault(task, {})
+        cal_ids = set((rec or {}).get("_calibration_clip_ids") or ())
+        overlap = []
+        for it in sub:
+            doc = it.meta.get("doc")
+            split = doc.get("split") if isinstance(doc, dict) else None
+            ev[str(split or "unknown")] = ev.get(str(split or "unknown"), 0) + 1
+            did = doc.get("doc_id") if isinstance(doc, dict) else None
+            if cal_ids and did is not None and str(did) in cal_ids:
+                overlap.append(str(did))
+        if overlap and rec.get("source") == "automatic calibration":
+            raise ValueError(f"audio_lalm: task {task!r} scores doc {overlap[0]!r}, which the automatic calibration "
+                             "of this run used; evaluate the evaluation split (the default with automatic "
+                             "calibration; drop --metadata split=...), or pass calibration=DIR")
+        if overlap and task not in self._overlap_warned:
+            self._overlap_warned.add(task)
+            log.warning("audio_lalm: task %s scores %d doc(s) (e.g. %s) that calibrated the artifact %s; for held-out "
+                        "numbers evaluate --metadata '{\"split\": \"evaluation\"}'", task, len(overlap), overlap[0],
+                        rec.get("artifact"))
 
     def model_fingerprint(self) -> dict[str, Any]:
         return {"pretrained": self.pretrained, "revision": self.revision, **self.steer_cfg.fingerprint()}
@@ -350,11 +409,18 @@ class AudioLALM(LM):
         if self.steer_cfg.steer == "none":
             return None
         if "*" in self._interventions:
+            if task_name not in self._records:
+                from audio_tasks.record import log_record
+
+                self._records[task_name] = self._records.get("*", {})
+                log_record(str(task_name), self._records[task_name])
             return self._interventions["*"]
         if task_name not in self._interventions:
             from audio_tasks.calibration import auto_calibrate
+            from audio_tasks.record import log_record
 
-            self._interventions[task_name] = auto_calibrate(self, task_name)
+            self._interventions[task_name] = auto_calibrate(self, task_name)  # also fills self._records[task]
+            log_record(str(task_name), self._records.get(task_name, {}))
         return self._interventions[task_name]
 
     # ---- scoring ----------------------------------------------------------------------------
@@ -414,6 +480,7 @@ class AudioLALM(LM):
             by_task.setdefault(it.meta["task"], []).append(i)
 
         def emit(sub, scores):
+            self._note_scored(sub, scores)
             for it, s in zip(sub, scores):
                 for r, res in zip(it.meta["reqs"], s.as_results()):
                     out[r] = res

@@ -56,14 +56,32 @@ class CalibrationData:
     heads_silence: torch.Tensor | None
     silence_logp: torch.Tensor | None  # (N, C) first-token log-probs of the silence run
     choice_ids: list[list[int]]
+    golds: list[list[int]] | None = None  # per item every index that counts as correct (MMAU: same answer text)
+
+    def correct_mask(self) -> torch.Tensor:
+        """(N, C) bool: the choices that count as correct."""
+        return gold_mask(self.gold, self.golds, self.lens.shape[-1])
 
     @property
     def correct(self) -> torch.Tensor:
-        return self.lens[:, -1].argmax(-1) == self.gold
+        return self.correct_mask().gather(1, self.lens[:, -1].argmax(-1)[:, None])[:, 0]
 
     @property
     def pred(self) -> torch.Tensor:
         return self.lens[:, -1].argmax(-1)
+
+
+def item_golds(item) -> list[int]:
+    """Every choice index of ``item`` that counts as correct (``meta["golds"]``, else ``[meta["gold"]]``)."""
+    return [int(g) for g in (item.meta.get("golds") or [item.meta["gold"]])]
+
+
+def gold_mask(gold: torch.Tensor, golds: list[list[int]] | None, C: int) -> torch.Tensor:
+    mask = torch.zeros((len(gold), C), dtype=torch.bool)
+    for i in range(len(gold)):
+        for g in (golds[i] if golds is not None else [int(gold[i])]):
+            mask[i, int(g)] = True
+    return mask
 
 
 def _pad_choices(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -131,7 +149,7 @@ def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attent
         resid_audio=torch.cat(ra), resid_silence=torch.cat(rs) if silence else None,
         heads_audio=torch.cat(ha) if heads else None, heads_silence=torch.cat(hsil) if (heads and silence) else None,
         silence_logp=_pad_choices(slp) if silence else None,
-        choice_ids=[first_token_ids(it) for it in items])
+        choice_ids=[first_token_ids(it) for it in items], golds=[item_golds(it) for it in items])
 
 
 class _null:
@@ -145,9 +163,11 @@ class _null:
 # ---- selection ------------------------------------------------------------------------------
 
 
-def info_scores(lens: torch.Tensor, gold: torch.Tensor, subset: torch.Tensor | None = None) -> torch.Tensor:
-    """AudioLens Eq. 2 per layer: fraction of samples whose argmax over the label set is the truth."""
-    hit = (lens.argmax(-1) == gold[:, None]).float()  # (N, L+1)
+def info_scores(lens: torch.Tensor, gold: torch.Tensor, subset: torch.Tensor | None = None,
+                golds: list[list[int]] | None = None) -> torch.Tensor:
+    """AudioLens Eq. 2 per layer: fraction of samples whose argmax over the label set is a correct label."""
+    mask = gold_mask(gold, golds, lens.shape[-1])
+    hit = mask.gather(1, lens.argmax(-1)).float()  # (N, L+1)
     if subset is not None:
         hit = hit[subset]
     if hit.shape[0] == 0:
@@ -179,13 +199,17 @@ def select_heads(r: torch.Tensor, K: int) -> list[tuple[int, int]]:
     return [(i // H + 1, i % H) for i in order]
 
 
-def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData) -> float:
+def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData) -> float | None:
+    """Accuracy with the edited final state; None (never a number computed from NaN) when a score is non-finite."""
     dev = engine.device
     logits = engine.unembed(engine.final_norm(h_final.to(dev, engine.dtype)))
     lp = torch.log_softmax(logits, -1).cpu()
     correct = 0
     for i, ids in enumerate(data.choice_ids):
-        correct += int(int(lp[i, ids].argmax()) == int(data.gold[i]))
+        if not bool(torch.isfinite(lp[i, ids]).all()):
+            return None
+        golds = data.golds[i] if data.golds is not None else [int(data.gold[i])]
+        correct += int(int(lp[i, ids].argmax()) in golds)
     return correct / len(data.choice_ids)
 
 
@@ -206,21 +230,35 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
     from .scoring import score_items
 
     ivs = {float(a): make(a) for a in alphas}
-    correct = {a: 0 for a in ivs}
+    correct: dict[float, int | None] = {a: 0 for a in ivs}
     # Chunk outer, strength inner: each clip's audio prefix is run through the decoder once and
     # its KV cache shared by all strengths (interventions act at the last position only).
     engine.reserve_prefix_cache(2 * batch_size)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         for a, iv in ivs.items():
+            if correct[a] is None:
+                continue
             for it, sc in zip(chunk, score_items(engine, chunk, iv, share_prefix=True)):
-                correct[a] += int(int(np.argmax(sc.first)) == int(it.meta["gold"]))
-    return {a: c / len(items) for a, c in correct.items()}
+                if not all(math.isfinite(float(x)) for x in sc.first):
+                    correct[a] = None  # a non-finite score: no accuracy for this strength
+                    break
+                correct[a] += int(int(np.argmax(sc.first)) in item_golds(it))
+    return {a: (None if c is None else c / len(items)) for a, c in correct.items()}
 
 
-def _best(sweep: dict[float, float]) -> float:
-    """Highest accuracy; ties go to the smallest |alpha|."""
-    return sorted(sweep.items(), key=lambda kv: (-kv[1], abs(kv[0]), kv[0]))[0][0]
+def _best(sweep: dict[float, float | None]) -> float:
+    """Highest accuracy; ties go to the smallest |alpha|. Strengths whose scores were non-finite (None) are
+    never selected."""
+    valid = [(a, v) for a, v in sweep.items() if v is not None]
+    if not valid:
+        raise ValueError(f"calibration: every strength of the grid {sorted(sweep)} gave non-finite scores")
+    return sorted(valid, key=lambda kv: (-kv[1], abs(kv[0]), kv[0]))[0][0]
+
+
+def _max_valid(values) -> float:
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else -1.0
 
 
 def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
@@ -241,9 +279,9 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
                            "num_layers": L, "num_heads": H, "alphas": [float(a) for a in alphas]}
     tensors: dict[str, torch.Tensor] = {"lens_logprobs": data.lens.float(), "gold": data.gold,
                                         "correct": correct.to(torch.int64)}
-    info_all = info_scores(data.lens, data.gold)
+    info_all = info_scores(data.lens, data.gold, golds=data.golds)
     wrong = ~correct
-    info_wrong = info_scores(data.lens, data.gold, wrong)
+    info_wrong = info_scores(data.lens, data.gold, wrong, golds=data.golds)
     out["info_all"] = [float(x) for x in info_all]
     out["info_incorrect"] = [None if math.isnan(x) else float(x) for x in info_wrong]
     if "enrich" in kinds:
@@ -261,8 +299,10 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
         tensors["attn_mass"] = data.attn_mass.float()
         spec_heads = select_heads(r, min(K, L * H))
         w = layer_weights(spec_heads)
+        ranking = select_heads(r, L * H)  # the full ranking: K= at evaluation takes its top K
         out["heads"] = {"K": len(spec_heads), "specialists": [list(h) for h in spec_heads],
                         "r": [float(r[l - 1, h]) for l, h in spec_heads],
+                        "ranking": [list(h) for h in ranking],
                         "layer_weights": {str(l): v for l, v in w.items()}}
         if "layer_guided" in kinds:
             sweep = sweep_final_layer(engine, data, w, alphas)
@@ -272,9 +312,10 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
             out["head"] = {"alpha": _best(sweep), "sweep": sweep}
     if "single_layer" in kinds:
         table = {l: sweep_final_layer(engine, data, {l: 1.0}, alphas) for l in range(1, L + 1)}
-        best_l = max(table, key=lambda l: (max(table[l].values()), -l))
+        best_l = max(table, key=lambda l: (_max_valid(table[l].values()), -l))
         out["single_layer"] = {"layer": best_l, "alpha": _best(table[best_l]), "sweep": table[best_l],
-                               "per_layer_best": {str(l): max(v.values()) for l, v in table.items()}}
+                               "per_layer_best": {str(l): (_max_valid(v.values()) if _max_valid(v.values()) >= 0
+                                                           else None) for l, v in table.items()}}
     return out, tensors
 
 
@@ -317,5 +358,8 @@ def load_artifact(path: str | Path, *, model_id: str | None = None, num_layers: 
         theirs = doc.get("meta", {}).get("model_id")
         if theirs and os.path.basename(str(theirs).rstrip("/")) != os.path.basename(str(model_id).rstrip("/")):
             raise ValueError(f"calibration artifact {js} was made for model {theirs!r}, not {model_id!r}")
+    from .artifact_checks import validate_artifact
+
+    validate_artifact(doc, js, num_layers, num_heads)
     doc["_path"] = str(js.parent)
     return doc

@@ -324,7 +324,7 @@ def test_leaderboard_numbers(board: tuple[Path, int, list[dict[str, str]]]) -> N
                 holms.append(float(row[f"{c}_p_holm"]))
     noise_cmp = 7 + 2  # 7 tasks + 2 groups
     drop_cmp = 7 + 2
-    mismatch_cmp = 6 + 1  # mmau_sound and mmau_avg not tested (doc sets differ)
+    mismatch_cmp = 7 + 2  # mmau_sound and mmau_avg tested on the paired docs (doc sets differ)
     assert len(ps) == noise_cmp + drop_cmp + mismatch_cmp
     assert holms == pytest.approx(holm_by_hand(ps), rel=1e-4)
 
@@ -341,8 +341,11 @@ def test_leaderboard_flags(board: tuple[Path, int, list[dict[str, str]]]) -> Non
     mism = _row(rows, "org/tiny-a", "steer=caa,alpha=8")
     assert "mmau_sound: doc set differs from baseline" in mism["flags"]
     assert "clip007" in mism["flags"]
-    assert mism["mmau_sound_p_mcnemar"] == "" and mism["mmau_sound_delta"] != ""
-    assert mism["mmau_avg_p_mcnemar"] == ""
+    # compared on the paired docs (all but clip007, identical values): no change, McNemar p = 1
+    assert "on the 23 paired docs" in mism["flags"] or "paired docs" in mism["flags"]
+    assert float(mism["mmau_sound_delta"]) == 0.0 and float(mism["mmau_sound_p_mcnemar"]) == 1.0
+    assert (int(mism["mmau_sound_b01"]), int(mism["mmau_sound_b10"])) == (0, 0)
+    assert mism["mmau_avg_p_mcnemar"] != ""
     assert mism["sakura_gender_p_mcnemar"] != ""
     md = (out / "leaderboard.md").read_text()
     assert "## Flags" in md and "no unsteered baseline for model org/tiny-b" in md

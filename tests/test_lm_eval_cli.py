@@ -80,10 +80,11 @@ def test_calibrate_command_then_steered_lm_eval(tiny_qwen2_audio_dir, sakura_sam
                         "sakura_gender", "--metadata", md, "--kinds", "layer_guided,head", "--out", str(cal)]) == 0
     art = json.loads((cal / "calibration.json").read_text())
     assert art["meta"]["split"] == "calibration" and art["heads"]["K"] == 4
-    # calibration clips never appear in the evaluation split
+    # calibration clips never appear in the evaluation split (the default set is all clips: ask for it)
+    md_eval = json.dumps({"data_root": str(sakura_sample_root), "split": "evaluation"})
     out = _run([sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--model_args",
                 f"pretrained={tiny_qwen2_audio_dir},steer=layer_guided,calibration={cal}", "--tasks", "sakura_gender",
-                "--device", "cpu", "--metadata", md, "--output_path", str(tmp_path / "o"), "--log_samples"])
+                "--device", "cpu", "--metadata", md_eval, "--output_path", str(tmp_path / "o"), "--log_samples"])
     assert "sakura_gender" in out
     evaluated = {str(s["doc"]["doc_id"]) for s in _samples(tmp_path / "o", "sakura_gender")}
     assert evaluated and not evaluated & set(art["meta"]["clip_ids"])

@@ -115,12 +115,15 @@ def test_table_i_prompts_render(task_manager, track):
         assert ctx == (f"{user} {prefix}" if user else prefix)
         assert conts == [" " + lab for lab in LABELS[track]]
         assert doc["choices"] == LABELS[track]
-        label = rows[0]["attribute_label"].strip()
+        by_file = {r["file"]: r for r in rows}
+        row = by_file[doc["doc_id"]]  # docs come in the label-balanced order, not the csv's
+        label = row["attribute_label"].strip()
         assert target == LABELS[track].index(label) == doc["gold"]
-        assert doc["label"] == label and doc["doc_id"] == rows[0]["file"]
-        assert audio == [str((SAMPLE / "data" / FOLDER[track] / "audio" / rows[0]["file"]).resolve())]
-        # every doc's gold is its csv label
-        assert [d["label"] for d in docs] == [r["attribute_label"].strip() for r in rows]
+        assert doc["label"] == label
+        assert audio == [str((SAMPLE / "data" / FOLDER[track] / "audio" / row["file"]).resolve())]
+        # every doc's gold is its csv label; the default set is every clip of the track
+        assert sorted(d["doc_id"] for d in docs) == sorted(by_file)
+        assert all(d["label"] == by_file[d["doc_id"]]["attribute_label"].strip() for d in docs)
 
 
 LETTERED_FIRST_ROW = {  # (track, kind) -> (choices, option texts, gold) for the first csv row, read by hand
@@ -137,8 +140,8 @@ LETTERED_FIRST_ROW = {  # (track, kind) -> (choices, option texts, gold) for the
 @pytest.mark.parametrize("track,kind", sorted(LETTERED_FIRST_ROW))
 def test_lettered_render(task_manager, track, kind):
     task = load_tasks(task_manager, [f"sakura_{track}_{kind}"])[f"sakura_{track}_{kind}"]
-    doc = task.test_docs()[0]
     row = csv_rows(track)[0]
+    doc = next(d for d in task.test_docs() if d["doc_id"] == row["file"])  # docs are in label-balanced order
     choices, texts, gold = LETTERED_FIRST_ROW[(track, kind)]
     ctx, conts, target, _ = render(task, doc)
     assert doc["user_prompt"] == row[f"{kind}_instruction"].strip()
@@ -153,7 +156,10 @@ def test_lettered_render(task_manager, track, kind):
 @pytest.mark.parametrize("kind", ["single", "multi"])
 def test_lettered_parsing_all_sample_rows(track, kind):
     docs = sakura.load_sakura(track, kind, data_root=SAMPLE, split="all")["test"]
-    for row, doc in zip(csv_rows(track), docs):
+    by_id = {d["doc_id"]: d for d in docs}
+    assert len(by_id) == len(csv_rows(track))
+    for row in csv_rows(track):
+        doc = by_id[row["file"]]
         instruction = row[f"{kind}_instruction"]
         n = len(re.findall(r"\([a-z]\)", instruction))
         assert doc["choices"] == [chr(ord("a") + k) for k in range(n)]
@@ -169,8 +175,10 @@ def test_emotion_leading_space_answers():
     spaced = [i for i, r in enumerate(rows) if r["single_answer"].startswith(" ")]
     assert spaced, "the sample should contain Emotion answers with a leading space"
     docs = sakura.load_sakura("emotion", "single", data_root=SAMPLE, split="all")["test"]
+    by_id = {d["doc_id"]: d for d in docs}
     for i in spaced:
-        assert docs[i]["choices"][docs[i]["gold"]] == rows[i]["single_answer"].strip()[1]
+        d = by_id[rows[i]["file"]]
+        assert d["choices"][d["gold"]] == rows[i]["single_answer"].strip()[1]
     assert sakura.parse_answer(" (d) angry", ["a", "b", "c", "d"], ["disgust", "fear", "sad", "angry"]) == 3
 
 
@@ -251,20 +259,22 @@ def test_labels_normalised_and_env_root(tmp_path, monkeypatch):
     write_checkout(tmp_path, [gender_row(0, label=" Male "), gender_row(1, label="FEMALE")])
     monkeypatch.setenv("SAKURA_DATA_ROOT", str(tmp_path))
     docs = sakura.load_sakura("gender", split="all")["test"]
-    assert docs["label"] == ["male", "female"] and docs["gold"] == [0, 1]
+    got = {d["doc_id"]: (d["label"], d["gold"]) for d in docs}
+    assert got == {"clip0.wav": ("male", 0), "clip1.wav": ("female", 1)}
 
 
 def test_split_column(tmp_path):
     splits = ["train", "calibration", "evaluation", "evaluation", "train", "calibration"]
     rows = [gender_row(i, label="male" if i % 2 else "female", split=s) for i, s in enumerate(splits)]
     write_checkout(tmp_path, rows)
-    ids = {s: sakura.load_sakura("gender", data_root=tmp_path, split=s)["test"]["doc_id"]
+    ids = {s: sorted(sakura.load_sakura("gender", data_root=tmp_path, split=s)["test"]["doc_id"])
            for s in ("calibration", "evaluation", "train", "all")}
     assert ids["calibration"] == ["clip1.wav", "clip5.wav"]
     assert ids["evaluation"] == ["clip2.wav", "clip3.wav"]
     assert ids["train"] == ["clip0.wav", "clip4.wav"]
     assert len(ids["all"]) == 6
-    assert sakura.load_sakura("gender", data_root=tmp_path)["test"]["doc_id"] == ids["evaluation"]
+    # a dataset with its own split column defaults to its evaluation split (the demo set has a train split)
+    assert sorted(sakura.load_sakura("gender", data_root=tmp_path)["test"]["doc_id"]) == ids["evaluation"]
 
 
 @needs_sample
@@ -302,8 +312,9 @@ def test_hub_rows_written_to_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("SAKURA_DATA_ROOT", raising=False)
     docs = sakura.load_sakura("gender", "single", split="all")["test"]
     assert seen["args"] == ("SLLM-multi-hop/GenderQA", "test")
-    assert docs["doc_id"] == ["clip0.wav", "clip1.wav"] and docs["gold"] == [0, 1]
-    for doc, w in zip(docs, waves):
+    assert {d["doc_id"]: d["gold"] for d in docs} == {"clip0.wav": 0, "clip1.wav": 1}
+    for doc in docs:
+        w = waves[int(doc["doc_id"][4])]  # clipK.wav
         assert doc["audio"].startswith(str(tmp_path / "cache" / "sakura" / "Gender"))
         data, rate = sf.read(doc["audio"], dtype="float32")
         assert rate == sr and np.allclose(data, w, atol=1 / 32768 + 1e-6)

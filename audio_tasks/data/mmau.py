@@ -2,7 +2,10 @@
 
 Document: user_prompt = ``question + "\\n" + "(A) Man\\n(B) Woman\\n..."``, assistant_prefix ``"The answer is ("``,
 choices = the letters ``"A"``.. (2 to 8 options), no delimiter, so each continuation is one letter; gold is the
-index of the answer (an ``"(A) "`` prefix on answer or choices is ignored when matching the text). Extra fields:
+index of the answer (an ``"(A) "`` prefix on answer or choices is ignored when matching the text) and ``golds`` every
+index whose option text is the answer text (16 test-mini items repeat the answer among the options; MMAU's own
+evaluation matches by text, so each copy is correct). Extra fields: ``split`` (calibration / evaluation
+membership),
 ``task`` (sound / music / speech), ``difficulty``, ``category`` (one-element lists flattened), ``sub_category``,
 ``dataset``, ``question``, ``options`` (option texts).
 
@@ -19,6 +22,11 @@ Sources (metadata keys):
 
 The calibration / evaluation split (:mod:`audio_tasks.data.splits`) is drawn on all items, stratified by
 ``task``, before the per-task filter, so a task's calibration items are the same for the group and alone.
+Default: all items (1,000 = 333 sound + 334 music + 333 speech on the current test-mini).
+
+Order: each domain's items in a seeded interleave (:func:`audio_tasks.data.splits.balanced_order`) over
+sub-categories (sorted, taking turns) and, inside a sub-category, over difficulties, so that ``--limit N``
+spans the sub-categories and difficulties.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from pathlib import Path
 import datasets
 
 from audio_tasks.data.audio_cache import cache_audio
-from audio_tasks.data.splits import select_split, split_options
+from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
 
 DEFAULT_HF = "gamma-lab-umd/MMAU-test-mini"
 MMAU_TASKS = ("sound", "music", "speech")
@@ -53,6 +61,21 @@ def _flat(value) -> str:
     return "" if value is None else str(value)
 
 
+def order_key(rec: dict) -> tuple[str, str, str]:
+    """Levels of the balanced order: domain, sub-category, difficulty."""
+    return (str(rec.get("task") or ""), _flat(rec.get("sub-category")),
+            str(rec.get("difficulty") or "").strip().lower())
+
+
+def correct_indices(options: list[str], answer: str) -> list[int]:
+    """Every option whose text is the answer text (MMAU's own evaluation matches by text, so a repeated
+    option counts wherever it stands); exact matches, else case-insensitive ones."""
+    exact = [k for k, o in enumerate(options) if o == answer]
+    if exact:
+        return exact
+    return [k for k, o in enumerate(options) if o.casefold() == answer.casefold()]
+
+
 def build_doc(rec: dict, audio: str) -> dict:
     """Document from an official-JSON-style record (``id, question, choices, answer, task, ...``)."""
     qid = str(rec["id"])
@@ -61,11 +84,10 @@ def build_doc(rec: dict, audio: str) -> dict:
         raise ValueError(f"MMAU item {qid}: {len(options)} choices, expected 2 to {len(LETTERS)}")
     letters = list(LETTERS[:len(options)])
     letter, answer = strip_letter(rec["answer"])
-    gold = next((k for k, o in enumerate(options) if o == answer), None)
-    if gold is None:
-        gold = next((k for k, o in enumerate(options) if o.casefold() == answer.casefold()), None)
-    if gold is None and not answer and letter in letters:
-        gold = letters.index(letter)
+    golds = correct_indices(options, answer) if answer else []
+    if not golds and not answer and letter in letters:
+        golds = [letters.index(letter)]
+    gold = golds[0] if golds else None
     if gold is None:
         raise ValueError(f"MMAU item {qid}: answer {rec['answer']!r} is not among the choices {rec['choices']!r}")
     question = str(rec["question"]).strip()
@@ -73,7 +95,7 @@ def build_doc(rec: dict, audio: str) -> dict:
     return {
         "doc_id": qid, "audio": str(audio),
         "user_prompt": f"{question}\n{listing}", "assistant_prefix": ASSISTANT_PREFIX,
-        "choices": letters, "options": options, "gold": gold, "label": options[gold],
+        "choices": letters, "options": options, "gold": gold, "golds": golds, "label": options[gold],
         "question": question, "task": str(rec.get("task") or ""),
         "difficulty": str(rec.get("difficulty") or "").strip().lower(),
         "category": _flat(rec.get("category")), "sub_category": _flat(rec.get("sub-category")),
@@ -155,16 +177,21 @@ def load_mmau(task: str | None = None, mmau_json=None, mmau_audio_dir=None, mmau
     from_json = bool(mmau_json)
     records = read_json(mmau_json, mmau_audio_dir) if from_json else read_hf(mmau_hf_path or DEFAULT_HF)
     opts = split_options(meta)
-    keep = select_split([r["task"] for r in records], opts["split"], opts["seed"], opts["fraction"], where="MMAU")
+    domains = [r["task"] for r in records]
+    keep = select_split(domains, opts["split"], opts["seed"], opts["fraction"], where="MMAU")
+    member = split_membership(domains, opts["seed"], opts["fraction"])
+    for i, r in enumerate(records):
+        r["_split"] = member[i]
     wanted = _limit_ids(mmau_limit_ids)
     records = [records[i] for i in keep
                if (task is None or records[i]["task"] == task) and (wanted is None or str(records[i]["id"]) in wanted)]
+    records = [records[j] for j in balanced_order([order_key(r) for r in records], opts["seed"])]
     if from_json:
         absent = [r["_audio"] for r in records if not Path(r["_audio"]).is_file()]
         if absent:
             raise FileNotFoundError(f"MMAU: {len(absent)} audio file(s) missing, e.g. {absent[:3]}")
-    docs = [build_doc(r, r["_audio"] if from_json else cache_audio(r["_audio"], "mmau/test-mini", r["id"]))
-            for r in records]
+    docs = [{**build_doc(r, r["_audio"] if from_json else cache_audio(r["_audio"], "mmau/test-mini", r["id"])),
+             "split": r["_split"]} for r in records]
     if not docs:
         raise ValueError(f"MMAU: no items for task={task!r}, split={opts['split']!r}, ids={mmau_limit_ids!r}")
     return {"test": datasets.Dataset.from_list(docs)}

@@ -12,6 +12,20 @@ _LAST: dict[str, Any] = {}
 SPLIT_KEYS = ("split",)
 
 
+# Set by AudioLALM.__init__ (the model is created before lm-eval loads the tasks): True when that model will
+# calibrate its intervention automatically on each task's calibration split, so the loaders' default split
+# becomes "evaluation" instead of the full set (audio_tasks.data.splits.default_split).
+_AUTO_CALIBRATION = {"pending": False}
+
+
+def set_auto_calibration(pending: bool) -> None:
+    _AUTO_CALIBRATION["pending"] = bool(pending)
+
+
+def auto_calibration_pending() -> bool:
+    return _AUTO_CALIBRATION["pending"]
+
+
 def remember_metadata(metadata: dict[str, Any]) -> None:
     for k, v in metadata.items():
         if k in SPLIT_KEYS:

@@ -18,7 +18,12 @@ is scored on the option label as the next token. Gold is the letter of ``single_
 Sources (first that applies): metadata ``data_root`` or env ``SAKURA_DATA_ROOT`` -> a local checkout
 (``<root>/data/<Track>/metadata.csv`` + ``audio/*.wav``; ``root`` may also be the ``data`` folder itself);
 otherwise the Hugging Face copies ``SLLM-multi-hop/<Track>QA`` (split ``test``) whose audio is written once to
-the cache (see :mod:`audio_tasks.data.audio_cache`). Split selection: :mod:`audio_tasks.data.splits`.
+the cache (see :mod:`audio_tasks.data.audio_cache`). Split selection: :mod:`audio_tasks.data.splits` (default:
+all clips; each doc's ``split`` field says whether it belongs to the calibration or the evaluation split).
+
+Order of the documents: a seeded interleave by label (:func:`audio_tasks.data.splits.balanced_order`): labels
+take turns in sorted order (``female, male, female, ...``), each label's clips in a shuffled order fixed by
+``split_seed``; so ``--limit N`` covers every label as evenly as possible.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 import datasets
 
 from audio_tasks.data.audio_cache import cache_audio
-from audio_tasks.data.splits import select_split, split_options
+from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
 
 
 @dataclass(frozen=True)
@@ -220,21 +225,24 @@ def rows_from_hf(ds: datasets.Dataset, track: str, name: str) -> list[dict]:
 def load_sakura(track: str, prompt: str = "p3", data_root=None, **meta):
     """lm-eval ``custom_dataset``: returns ``{"test": Dataset}`` with the docs of the selected split.
 
-    Metadata keys: ``data_root``, ``split``, ``split_seed``, ``calibration_fraction`` (others are ignored).
+    Metadata keys: ``data_root``, ``split`` (default: see :func:`audio_tasks.data.splits.default_split`),
+    ``split_seed``, ``calibration_fraction`` (others are ignored).
     """
     root = data_root or os.environ.get("SAKURA_DATA_ROOT") or None
     rows = read_local(track, root, prompt) if root else read_hub(track, prompt)
     labels = [normalise_label(track, r["attribute_label"], r["_where"]) for r in rows]
-    opts = split_options(meta)
     split_col = [r["split"] for r in rows] if rows and "split" in rows[0] else None
+    opts = split_options(meta, has_split_column=split_col is not None)
     keep = select_split(labels, opts["split"], opts["seed"], opts["fraction"], split_col,
                         where=f"SAKURA {get_track(track).folder}")
+    member = split_membership(labels, opts["seed"], opts["fraction"], split_col)
+    keep = [keep[j] for j in balanced_order([labels[i] for i in keep], opts["seed"])]
     docs = []
     for i in keep:
         r = rows[i]
         audio = r["_audio"] if root else cache_audio(
             r["_audio"], f"sakura/{get_track(track).folder}", r["_id"])
-        docs.append(build_doc(track, prompt, r, audio, r["_id"], r["_where"]))
+        docs.append({**build_doc(track, prompt, r, audio, r["_id"], r["_where"]), "split": member[i]})
     if not docs:
         raise ValueError(f"SAKURA {get_track(track).folder}: split {opts['split']!r} selects no rows")
     return {"test": datasets.Dataset.from_list(docs)}

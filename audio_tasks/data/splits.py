@@ -13,11 +13,20 @@ The split is label-stratified and depends only on ``(labels, seed, fraction)``:
   Python's salted ``hash``), so the split is identical across processes and ``PYTHONHASHSEED`` values,
   and a label's split does not change when other labels are added or removed.
 
-Selected indices are returned in ascending order (the dataset's own order).
+Selected indices are returned in ascending order (the dataset's own order); the loaders then put them in
+the label-balanced order of :func:`balanced_order`, so that ``--limit N`` covers every label.
 
 Task metadata keys (``--metadata '{...}'``) read by the loaders:
-``split`` ("evaluation" (default) | "calibration" | "all"; "train" only with a split column),
+``split`` ("all" | "calibration" | "evaluation"; "train" only with a split column),
 ``split_seed`` (int, default 0), ``calibration_fraction`` (float in [0, 1], default 0.2).
+
+Default split (:func:`default_split`): standard task names score the **full** set ("all": the 500 clips of a
+SAKURA track, the 1,000 MMAU test-mini items), so unsteered numbers compare with published ones. Two
+exceptions: a dataset with its own ``split`` column (the synthetic demo set, which has a train split)
+defaults to "evaluation"; and when the ``audio_lalm`` model of this process calibrates an intervention
+automatically on the task's own data (``steer=...`` without ``calibration=`` or explicit parameters) the
+default is "evaluation", because calibration uses the "calibration" split (see
+:func:`audio_tasks.data.registry.set_auto_calibration`).
 
 A dataset may instead carry its own ``split`` column (values train / calibration / evaluation, e.g. the
 project's synthetic demo set); then that column decides and rows marked ``train`` are never part of the
@@ -33,7 +42,7 @@ import numpy as np
 
 SPLITS = ("evaluation", "calibration", "all")
 COLUMN_SPLITS = ("train", "calibration", "evaluation")
-DEFAULT_SPLIT = "evaluation"
+DEFAULT_SPLIT = "evaluation"  # select_split's default argument; the loaders' default is default_split()
 DEFAULT_SEED = 0
 DEFAULT_CALIBRATION_FRACTION = 0.2
 
@@ -99,10 +108,58 @@ def select_split(labels: Sequence, split: str = DEFAULT_SPLIT, seed: int = DEFAU
     return [i for i, v in enumerate(values) if v == split]
 
 
-def split_options(meta: dict) -> dict:
+def default_split(has_split_column: bool = False) -> str:
+    """The split a loader uses when the metadata names none (module docstring)."""
+    from audio_tasks.data.registry import auto_calibration_pending
+
+    if has_split_column or auto_calibration_pending():
+        return "evaluation"
+    return "all"
+
+
+def split_membership(labels: Sequence, seed: int = DEFAULT_SEED, fraction: float = DEFAULT_CALIBRATION_FRACTION,
+                     split_column: Sequence | None = None) -> list[str]:
+    """Per row, the held-out split it belongs to ("calibration" / "evaluation"; "train" only from a column),
+    whatever split was selected; loaders store it in each document's ``split`` field."""
+    if split_column is not None:
+        return [str(v).strip().lower() for v in split_column]
+    calib = set(stratified_split(labels, seed, fraction)[0])
+    return ["calibration" if i in calib else "evaluation" for i in range(len(labels))]
+
+
+def balanced_order(keys: Sequence, seed: int = DEFAULT_SEED) -> list[int]:
+    """Positions ``0..len(keys)-1`` in a deterministic, label-balanced order (a seeded interleave).
+
+    ``keys[i]`` is a label or a tuple of levels (e.g. ``(sub_category, difficulty)``). Items are grouped by
+    the first level; groups are visited round-robin in sorted order of their names, so the first N items
+    cover the groups as evenly as possible (counts differ by at most one until a group runs out). Inside
+    a group the same is done with the next level; at the last level items are shuffled with
+    ``numpy.random.default_rng([seed, crc32(path of level names)])``. Depends only on (keys, seed).
+    """
+    rows = [tuple(str(x) for x in k) if isinstance(k, (tuple, list)) else (str(k),) for k in keys]
+
+    def order(idx: list[int], level: int, path: str) -> list[int]:
+        if not idx:
+            return []
+        if level >= max(len(rows[i]) for i in idx):
+            rng = np.random.default_rng([int(seed), zlib.crc32(path.encode("utf-8"))])
+            return [idx[j] for j in rng.permutation(len(idx))]
+        groups: dict[str, list[int]] = {}
+        for i in idx:
+            groups.setdefault(rows[i][level] if level < len(rows[i]) else "", []).append(i)
+        seqs = [order(groups[g], level + 1, f"{path}\x1f{g}") for g in sorted(groups)]
+        out: list[int] = []
+        for k in range(max(len(q) for q in seqs)):
+            out.extend(q[k] for q in seqs if k < len(q))
+        return out
+
+    return order(list(range(len(rows))), 0, "")
+
+
+def split_options(meta: dict, has_split_column: bool = False) -> dict:
     """The split keys of a task's metadata with their defaults (``split``, ``split_seed``, ``calibration_fraction``)."""
     return {
-        "split": str(meta.get("split") or DEFAULT_SPLIT),
+        "split": str(meta.get("split") or default_split(has_split_column)),
         "seed": int(meta.get("split_seed", DEFAULT_SEED)),
         "fraction": float(meta.get("calibration_fraction", DEFAULT_CALIBRATION_FRACTION)),
     }

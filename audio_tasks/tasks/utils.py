@@ -16,6 +16,14 @@ is the summed log-probability of the continuation, possibly an ``audio_tasks.sco
   ``(gold label, predicted label)`` (for lettered tasks the predicted label is the gold label when the chosen
   option is the right one, else the chosen option's text);
 * ``acc_difficulty_<easy|medium|hard>`` (MMAU): ``acc`` on the items of that difficulty only.
+
+MMAU counts a prediction correct when the chosen option's *text* is the answer text (``doc["golds"]``, every
+index with that text; MMAU's own evaluation matches by text), for ``acc``, ``acc_first_token`` and the
+difficulty metrics. Group-level breakdowns by domain / difficulty / category / sub-category:
+``python -m analysis mmau RUN_DIR`` (from the ``--log_samples`` files).
+
+A non-finite score never becomes an accuracy: :class:`NonFiniteScoreError` (the ``audio_lalm`` model already
+refuses it with the task, doc and intervention named).
 """
 
 from __future__ import annotations
@@ -48,15 +56,30 @@ def doc_to_audio(doc: dict) -> list:
     return [doc["audio"]]
 
 
-def _predictions(results) -> tuple[int, int]:
+class NonFiniteScoreError(ValueError):
+    """A choice's score is NaN or infinite: no accuracy may be computed from it."""
+
+
+def _predictions(results, doc: dict | None = None) -> tuple[int, int]:
     lls = [float(ll) for ll, _ in results]
     first = [float(getattr(ll, "first_token_logprob", float(ll))) for ll, _ in results]
+    if not all(math.isfinite(x) for x in lls + first):
+        # The model raises first (naming task, doc and intervention); this guards other models.
+        did = doc.get("doc_id") if isinstance(doc, dict) else None
+        raise NonFiniteScoreError(f"non-finite score for doc {did!r}: log-probs {lls}, first-token log-probs "
+                                  f"{first}; refusing to compute an accuracy from NaN/inf")
     return int(np.argmax(lls)), int(np.argmax(first))
+
+
+def correct_set(doc: dict) -> set[int]:
+    """Indices that count as correct: ``golds`` when the doc lists several (MMAU: repeated answer text), else gold."""
+    golds = doc.get("golds") if isinstance(doc, dict) else None
+    return {int(g) for g in golds} if golds else {int(doc["gold"])}
 
 
 def process_results(doc: dict, results) -> dict:
     """SAKURA metrics for one document (see module docstring)."""
-    pred, pred_first = _predictions(results)
+    pred, pred_first = _predictions(results, doc)
     gold = int(doc["gold"])
     acc = float(pred == gold)
     out = {"acc": acc, "acc_first_token": float(pred_first == gold)}
@@ -69,10 +92,10 @@ def process_results(doc: dict, results) -> dict:
 
 def process_results_mmau(doc: dict, results) -> dict:
     """MMAU metrics for one document (see module docstring)."""
-    pred, pred_first = _predictions(results)
-    gold = int(doc["gold"])
-    acc = float(pred == gold)
-    out = {"acc": acc, "acc_first_token": float(pred_first == gold)}
+    pred, pred_first = _predictions(results, doc)
+    golds = correct_set(doc)
+    acc = float(pred in golds)
+    out = {"acc": acc, "acc_first_token": float(pred_first in golds)}
     for level in DIFFICULTIES:
         out[f"acc_difficulty_{level}"] = acc if doc["difficulty"] == level else None
     return out
