@@ -39,6 +39,18 @@ def _bool(v: Any) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _device_asked(kwargs: dict[str, Any]) -> bool:
+    """Whether the user asked for the device (model_args or --device) rather than lm-eval's CLI default."""
+    return not kwargs.get("_device_is_default", False)
+
+
+def _cli_device_is_default(args: dict[str, Any], extra: dict[str, Any]) -> bool:
+    import sys
+
+    return "device" not in args and "device" in extra and not any(a == "--device" or a.startswith("--device=")
+                                                                   for a in sys.argv)
+
+
 def _dtype(name: Any, device: str):
     import torch
 
@@ -110,6 +122,8 @@ class AudioLALM(LM):
 
     def __init__(self, pretrained: str | None = None, **kwargs: Any) -> None:
         super().__init__()
+        device_asked = _device_asked(kwargs)
+        kwargs.pop("_device_is_default", None)
         unknown = sorted(set(kwargs) - set(MODEL_ARGS))
         if unknown:
             raise ValueError(f"audio_lalm: unknown model argument(s) {unknown}; valid: {', '.join(MODEL_ARGS)}")
@@ -140,7 +154,8 @@ class AudioLALM(LM):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif str(device).startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes device=cuda by default; like its `hf` model, fall back to the CPU.
-            log.warning("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
+            # INFO: the user did not necessarily ask for a device (lm-eval's default); see _device_asked.
+            (log.warning if device_asked else log.info)("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
             device = "cpu"
         self._device = str(device)
         bs = kwargs.get("batch_size", 1)
@@ -195,8 +210,19 @@ class AudioLALM(LM):
         cfg = self.spec.text_cfg(self.model)
         return int(getattr(cfg, "max_position_embeddings", 2048))
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes the loaded model this model (architecture, sizes, vocabulary, revision, weights, dtype);
+        recorded in calibration artifacts and the --use_cache guard, see interventions.fingerprint."""
+        if getattr(self, "_identity", None) is None:
+            from interventions.fingerprint import model_fingerprint
+
+            self._identity = model_fingerprint(self.model, self.spec, self.tokenizer, revision=self.revision)
+        return self._identity
+
     def model_fingerprint(self) -> dict[str, Any]:
-        return {"pretrained": self.pretrained, "revision": self.revision, **self.steer_cfg.fingerprint()}
+        return {"pretrained": self.pretrained, "revision": self.revision, "identity": self.identity,
+                **self.steer_cfg.fingerprint()}
 
     def set_cache_hook(self, cache_hook) -> None:
         """Guard lm-eval's --use_cache: its key ignores model_args, so runs with other model or
@@ -250,7 +276,7 @@ class AudioLALM(LM):
                 out.append(self._audio_cache[key])
                 continue
             wav = load_audio(it, self.engine.sampling_rate, where=where)
-            warn_if_truncated(len(wav), self.engine.sampling_rate, window)
+            warn_if_truncated(len(wav), self.engine.sampling_rate, window, where)
             if window:
                 wav = wav[: int(window * self.engine.sampling_rate)]
             if key:
@@ -495,9 +521,13 @@ class AudioLALM(LM):
 
         args = simple_parse_args_string(arg_string) if isinstance(arg_string, str) else dict(arg_string or {})
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if _cli_device_is_default(args, extra):
+            extra["_device_is_default"] = True
         return cls(**{**extra, **args})  # explicit model_args win over lm-eval's CLI defaults
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "AudioLALM":
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if _cli_device_is_default(dict(arg_dict), extra):
+            extra["_device_is_default"] = True
         return cls(**{**extra, **dict(arg_dict)})

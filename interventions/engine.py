@@ -65,6 +65,25 @@ class Tokenized:
     prompt: str = ""
 
 
+def _cache_kwarg(module: torch.nn.Module) -> str:
+    """The decoder's name for the KV cache argument: ``cache`` (transformers >= 5.2x; ``past_key_values`` is
+    deprecated there with a FutureWarning on every call) or ``past_key_values`` (older versions)."""
+    import inspect
+
+    cls = type(module)
+    name = _CACHE_KWARG.get(cls)
+    if name is None:
+        try:
+            params = inspect.signature(module.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            params = {}
+        name = _CACHE_KWARG[cls] = "cache" if "cache" in params else "past_key_values"
+    return name
+
+
+_CACHE_KWARG: dict[type, str] = {}
+
+
 class Engine:
     """Wraps (model, processor, spec): tokenization with audio, cached audio encoding, decoder runs."""
 
@@ -464,7 +483,7 @@ class Engine:
             inputs_embeds=prep.inputs_embeds if inputs_embeds is None else inputs_embeds,
             attention_mask=prep.attention_mask if attention_mask is None else attention_mask,
             position_ids=prep.position_ids if position_ids is None else position_ids,
-            past_key_values=past_key_values,
+            **{_cache_kwarg(dec): past_key_values},
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
