@@ -417,12 +417,27 @@ class AudioLALM(LM):
                     out[r] = res
                     self.cache_hook.add_partial("loglikelihood", requests[r].args[:2], res)
 
+        if self.share_prefix == "auto":
+            # Each task on its own: a task's scores must not depend on which other tasks ran (bit-identical
+            # alone and beside others); prefixes repeated within a task are still shared.
+            for task, idxs in by_task.items():
+                sub = [items[i] for i in idxs]
+                groups = self._shared_prefix_groups(sub)
+                if groups is None:
+                    emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
+                else:
+                    self._score_shared(sub, groups, {task: list(range(len(sub)))}, emit)
+            return out
         groups = self._shared_prefix_groups(items)
         if groups is None:
             for task, idxs in by_task.items():
                 sub = [items[i] for i in idxs]
                 emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
             return out
+        self._score_shared(items, groups, by_task, emit)
+        return out
+
+    def _score_shared(self, items, groups, by_task, emit) -> None:
         # Shared audio prefixes: walk the clips in chunks of one batch; within a chunk every task
         # (prompt format, intervention) is scored against the prefix KV computed once per clip.
         ivs = {task: self.intervention_for(task) for task in by_task}
@@ -438,7 +453,6 @@ class AudioLALM(LM):
                     emit(sub, self._score_batches(sub, ivs[task], desc=task, share_prefix=True, pbar=pbar))
             pos += len(chunk)
         pbar.close()
-        return out
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
         import torch

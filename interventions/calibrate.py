@@ -318,7 +318,9 @@ def load_artifact(path: str | Path, *, model_id: str | None = None, num_layers: 
         meta = doc.get("meta") or {}
         theirs_fp = meta.get("fingerprint")
         if not isinstance(theirs_fp, dict):
-            raise ValueError(f"calibration artifact {js} records no model fingerprint; recalibrate with this version")
+            raise ValueError(f"calibration artifact {js} was made for model {meta.get('model_id')!r} and records no "
+                             f"model fingerprint (architecture, sizes, vocabulary, weights), so it cannot be checked "
+                             f"against this model {model_id!r}; recalibrate with this version")
         diff = fingerprint_mismatch(theirs_fp, fingerprint)
         if diff:
             detail = "; ".join(f"{k}: {theirs_fp.get(k)!r} vs {fingerprint.get(k)!r}" for k in diff)

@@ -258,15 +258,16 @@ class Engine:
             batch_feats.append(feats)
             batch_keys.append(key)
             batch_counts.append(count)
-        if batch_feats:
-            keys = batch_feats[0].keys()
-            merged = {k: torch.cat([f[k] for f in batch_feats], 0) for k in keys}
-            merged["_tokens_per_clip"] = torch.tensor(batch_counts)
-            dev = self.device
-            merged = {k: (v.to(dev) if k != "_tokens_per_clip" else v) for k, v in merged.items()}
-            embs = self.spec.encode_audio(self.model, merged)
-            self.encoder_calls += len(batch_feats)
-            for key, e, cnt in zip(batch_keys, embs, batch_counts):
+        # Each clip is encoded on its own: its embedding must not depend on which other clips happen to be
+        # uncached at the same moment (padding to a batch's longest clip changes the last digits), so that
+        # a resumed run, or a task scored beside other tasks, is bit-identical to an uninterrupted one.
+        dev = self.device
+        for feats, key, cnt in zip(batch_feats, batch_keys, batch_counts):
+            one = {k: v.to(dev) for k, v in feats.items()}
+            one["_tokens_per_clip"] = torch.tensor([cnt])
+            embs = self.spec.encode_audio(self.model, one)
+            self.encoder_calls += 1
+            for key, e, cnt in zip([key], embs, [cnt]):
                 if e.shape[0] != cnt:
                     raise RuntimeError(f"audio encoder gave {e.shape[0]} embeddings for {cnt} placeholders")
                 self._audio_cache[key] = e.detach()
