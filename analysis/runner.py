@@ -58,7 +58,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sweep_stale_temps
 
 __all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL_AFTER_ENV", "SimulatedInterruption"]
 
@@ -150,6 +150,7 @@ class RecordStore:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        sweep_stale_temps(self.path.parent)  # left by a kill during an atomic write; resuming cleans up
         self.records: dict[str, dict[str, Any]] = {}
         for r in read_jsonl(self.path):
             if isinstance(r, dict) and "key" in r:
@@ -523,6 +524,7 @@ def cmd_calibrate(args) -> int:
     if args.random_controls < 0:
         raise SystemExit(f"--random_controls must be >= 0, got {args.random_controls}")
     lm = load_lm(args, calibrating=True)
+    sweep_stale_temps(out)
     # Every calibration argument is checked before the first forward pass.
     cfg, L = lm.steer_cfg, lm.engine.num_layers
     if "enrich" in kinds and cfg.gap > L - 1:

@@ -308,6 +308,16 @@ class AudioLALM(LM):
             return whole[len(ctx):]
         return self.engine.encode_text(continuation)
 
+    def _cache_args(self, requests: list[Instance]) -> list[tuple] | None:
+        """Each request's args as lm-eval's --use_cache looked them up (before ``rendered_prompt`` is added to
+        the aux dict), with the audio: results are stored under exactly that key, so an identical rerun is
+        served from the cache and requests with other clips never share an entry."""
+        if getattr(self.cache_hook, "dbdict", None) is None:
+            return None
+        import copy
+
+        return [tuple(copy.deepcopy(a) if isinstance(a, dict) else a for a in r.args) for r in requests]
+
     def _build_items(self, requests: list[Instance]):
         from interventions.scoring import MCItem
 
@@ -405,6 +415,7 @@ class AudioLALM(LM):
         return sorted(groups.values(), key=lambda g: -max(int(items[i].tok.input_ids.shape[0]) for i in g))
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        cache_args = self._cache_args(requests)
         items = self._build_items(requests)
         out: list[Any] = [None] * len(requests)
         by_task: OrderedDict[str, list[int]] = OrderedDict()
@@ -415,7 +426,8 @@ class AudioLALM(LM):
             for it, s in zip(sub, scores):
                 for r, res in zip(it.meta["reqs"], s.as_results()):
                     out[r] = res
-                    self.cache_hook.add_partial("loglikelihood", requests[r].args[:2], res)
+                    if cache_args is not None:
+                        self.cache_hook.add_partial("loglikelihood", cache_args[r], res)
 
         if self.share_prefix == "auto":
             # Each task on its own: a task's scores must not depend on which other tasks ran (bit-identical
@@ -484,7 +496,8 @@ class AudioLALM(LM):
         from interventions.scoring import last_positions
 
         out = []
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate"):
+        cache_args = self._cache_args(requests)
+        for n, req in enumerate(tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate")):
             context, gen_kwargs = req.args[0], dict(req.args[1] or {})
             aux = req.args[2] if len(req.args) > 2 else None
             clips = self._clips(aux, f"task {req.task_name}, doc {req.doc_id}")
@@ -526,7 +539,8 @@ class AudioLALM(LM):
                 if u in text:
                     text = text.split(u)[0]
             out.append(text)
-            self.cache_hook.add_partial("generate_until", req.args[:2], text)
+            if cache_args is not None:
+                self.cache_hook.add_partial("generate_until", cache_args[n], text)
         return out
 
     @classmethod
