@@ -105,8 +105,7 @@ def test_enrich_with_artifact_uses_the_artifacts_gap_on_a_shallow_model(tiny_lm,
     art = _artifact(tmp_path / "cal", tiny_lm)
     lm = AudioLALM(pretrained=str(tiny_lm.pretrained), steer="enrich", calibration=str(art), device="cpu")
     iv = lm._interventions["*"]
-    assert (iv.source_layer, iv.gap) == (1, 2) if hasattr(iv, "source_layer") else True
-    assert "gap=2" in repr(iv) or getattr(iv, "gap", None) == 2
+    assert (iv.source_layer, iv.gap, iv.target_layer) == (1, 2, 3)
 
 
 # ---- analysis commands: validation before work, pins only after --------------------------------------------
@@ -299,3 +298,76 @@ def test_default_cli_device_fallback_is_info(tiny_qwen2_audio_dir, caplog, monke
         m.AudioLALM.create_from_arg_string(f"pretrained={tiny_qwen2_audio_dir},device=cuda:0", {})
     rec = [r for r in caplog.records if "CUDA is not available" in r.getMessage()]
     assert rec and all(r.levelno == logging.WARNING for r in rec)
+
+
+# ---- --use_cache ---------------------------------------------------------------------------------------------
+
+
+def _reqs(paths, task="t"):
+    from lm_eval.api.instance import Instance
+
+    out = []
+    for i, p in enumerate(paths):
+        doc = {"user_prompt": "Which?", "assistant_prefix": "It is"}
+        for c in (" male", " female"):
+            out.append(Instance("loglikelihood", doc, ("ctx", c, {"audio": [str(p)]}), i, metadata=(task, i, 1)))
+    return out
+
+
+def test_use_cache_serves_an_identical_rerun_and_never_shares_across_clips_or_models(tiny_qwen2_audio_dir, tmp_path):
+    import soundfile as sf
+    from lm_eval.api.model import CachingLM
+
+    from audio_tasks.model import AudioLALM
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"c{i}.wav"
+        sf.write(p, (0.1 * rng.standard_normal(8000 + 2000 * i)).astype(np.float32), 16000)
+        paths.append(p)
+    db = str(tmp_path / "cache.db")
+    lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu")
+    calls = []
+    orig = lm.loglikelihood
+    lm.loglikelihood = lambda reqs, *a, **k: (calls.append(len(reqs)), orig(reqs, *a, **k))[1]
+    first = CachingLM(lm, db).loglikelihood(_reqs(paths[:2]))
+    again = CachingLM(lm, db).loglikelihood(_reqs(paths[:2]))  # identical rerun: all cached
+    assert calls == [4]
+    assert [float(a[0]) for a in first] == [float(b[0]) for b in again]
+    assert [a[0].first_token_logprob for a in first] == [b[0].first_token_logprob for b in again]
+    CachingLM(lm, db).loglikelihood(_reqs([paths[2], paths[0]]))  # same text, another clip: not served
+    assert calls == [4, 2]
+    other = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", dtype="bfloat16")
+    with pytest.raises(ValueError, match="different model arguments"):
+        CachingLM(other, db)  # other dtype: refused, never served each other's entries
+    steered = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", steer="enrich", source_layer=1, gap=2,
+                        alpha=0.5)
+    with pytest.raises(ValueError, match="different model arguments"):
+        CachingLM(steered, db)
+
+
+# ---- results files ----------------------------------------------------------------------------------------------
+
+
+def test_truncated_samples_file_is_refused_naming_it(tmp_path):
+    from analysis.results_io import ResultsError, read_runs
+
+    d = tmp_path / "run" / "m"
+    d.mkdir(parents=True)
+    rows = [{"doc_id": i, "doc": {"doc_id": f"c{i}"}, "filter": "none", "metrics": ["acc"], "acc": float(i % 3 == 0)}
+            for i in range(12)]
+    acc = float(np.mean([r["acc"] for r in rows]))
+    res = {"results": {"t": {"acc,none": acc}}, "configs": {"t": {}}, "n-samples": {"t": {"original": 12, "effective": 12}},
+           "config": {"model_args": "pretrained=x"}}
+    (d / "results_2026-01-01T00-00-00.json").write_text(json.dumps(res))
+    sf = d / "samples_t_2026-01-01T00-00-00.jsonl"
+    sf.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_runs(tmp_path / "run")[0].tasks["t"].n == 12
+    sf.write_text("".join(json.dumps(r) + "\n" for r in rows[:9]))  # truncated
+    with pytest.raises(ResultsError, match=r"samples_t_.*holds 9 samples of t but the results file .* counts 12"):
+        read_runs(tmp_path / "run")
+    rows[1]["acc"] = 1.0  # right count, other accuracy
+    sf.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ResultsError, match="do not belong together"):
+        read_runs(tmp_path / "run")
