@@ -371,3 +371,27 @@ def test_truncated_samples_file_is_refused_naming_it(tmp_path):
     sf.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ResultsError, match="do not belong together"):
         read_runs(tmp_path / "run")
+
+
+# ---- batch-composition independence -------------------------------------------------------------------------
+
+
+@needs_sample
+def test_a_task_scores_bit_identically_alone_and_beside_another(tiny_qwen2_audio_dir):
+    from audio_tasks.items import load_tasks, task_requests
+    from audio_tasks.model import AudioLALM
+
+    md = {"data_root": str(SAMPLE), "split": "all"}
+    tasks = load_tasks(["sakura_language", "sakura_gender"], md)
+    lang, gender = task_requests(tasks["sakura_language"]), task_requests(tasks["sakura_gender"])
+    clips = {Path(r.args[2]["audio"][0]).name for r in lang} & {Path(r.args[2]["audio"][0]).name for r in gender}
+    assert clips  # the two tracks share clips, so "beside" could share their prefixes and batches
+
+    def run(reqs):
+        lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size=4)
+        return lm.loglikelihood(reqs)
+
+    alone = run(lang)
+    beside = run(gender[:20] + lang)[20:]
+    assert [float(a[0]) for a in alone] == [float(b[0]) for b in beside]
+    assert [a[0].first_token_logprob for a in alone] == [b[0].first_token_logprob for b in beside]
