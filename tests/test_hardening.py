@@ -395,3 +395,48 @@ def test_a_task_scores_bit_identically_alone_and_beside_another(tiny_qwen2_audio
     beside = run(gender[:20] + lang)[20:]
     assert [float(a[0]) for a in alone] == [float(b[0]) for b in beside]
     assert [a[0].first_token_logprob for a in alone] == [b[0].first_token_logprob for b in beside]
+
+
+# ---- kill -9 and restart ------------------------------------------------------------------------------------
+
+
+@needs_sample
+def test_lens_sigkilled_mid_run_and_restarted_is_byte_identical(tiny_qwen2_audio_dir, tmp_path):
+    """A real SIGKILL of a subprocess once 3 records are on disk (mid-batch: batches of 2, and the kill lands
+    while later batches are computed), then a restart; outputs equal an uninterrupted run byte for byte."""
+    import signal
+    import subprocess
+    import sys
+
+    from analysis import runner
+
+    def argv(out):
+        return ["lens", "--model_args", f"pretrained={tiny_qwen2_audio_dir},dtype=float32", "--tasks",
+                "sakura_gender", "--metadata", json.dumps({"data_root": str(SAMPLE)}), "--limit", "5",
+                "--batch_size", "2", "--out", str(out), "--no_progress"]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "analysis", *argv(killed)], env=env, cwd=str(REPO),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rec = killed / "lens_records.jsonl"
+    try:
+        while proc.poll() is None:
+            if rec.exists() and rec.read_bytes().count(b"\n") >= 3:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "lens_summary.json").exists()
+    assert runner.main(argv(killed)) == 0
+    assert runner.main(argv(tmp_path / "whole")) == 0
+    a = {str(p.relative_to(tmp_path / "whole")): p.read_bytes() for p in sorted((tmp_path / "whole").rglob("*"))
+         if p.is_file()}
+    b = {str(p.relative_to(killed)): p.read_bytes() for p in sorted(killed.rglob("*")) if p.is_file()}
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
