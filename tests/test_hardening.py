@@ -122,12 +122,15 @@ needs_sample = pytest.mark.skipif(not _sakura_ok(), reason="SAKURA sample not av
 def test_failed_run_does_not_pin_settings(tiny_qwen2_audio_dir, tmp_path):
     from analysis import runner
 
-    base = ["lens", "--model_args", f"pretrained={tiny_qwen2_audio_dir},dtype=float32", "--metadata",
-            json.dumps({"data_root": str(SAMPLE)}), "--limit", "2", "--out", str(tmp_path / "o"), "--no_progress"]
-    with pytest.raises(ValueError, match="unknown task"):
-        runner.main(base + ["--tasks", "sakura_gendr"])
+    def argv(root):
+        return ["lens", "--model_args", f"pretrained={tiny_qwen2_audio_dir},dtype=float32", "--tasks", "sakura_gender",
+                "--metadata", json.dumps({"data_root": str(root)}), "--limit", "2", "--out", str(tmp_path / "o"),
+                "--no_progress", "--batch_size", "2"]
+
+    with pytest.raises(FileNotFoundError, match="data_root"):
+        runner.main(argv(tmp_path / "no-such-data"))  # fails after the model loaded, on its inputs
     assert not (tmp_path / "o" / "lens_run.json").exists()
-    assert runner.main(base + ["--tasks", "sakura_gender"]) == 0
+    assert runner.main(argv(SAMPLE)) == 0  # the corrected command is not refused
 
 
 @needs_sample
@@ -440,3 +443,87 @@ def test_lens_sigkilled_mid_run_and_restarted_is_byte_identical(tiny_qwen2_audio
     b = {str(p.relative_to(killed)): p.read_bytes() for p in sorted(killed.rglob("*")) if p.is_file()}
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL inside the process: nothing catches it, nothing after it runs."""
+
+
+def _kill_after(monkeypatch, n: int) -> None:
+    from analysis import runner
+
+    real = runner.RecordStore.add
+    count = {"n": 0}
+
+    def add(self, rec):
+        real(self, rec)
+        count["n"] += 1
+        if count["n"] >= n:
+            raise _Killed(f"killed after {n} records")
+
+    monkeypatch.setattr(runner.RecordStore, "add", add)
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _cmd(cmd, model, out):
+    extra = {"trace": ["--rows", "32"], "heads": ["--batch_size", "2", "--K", "3", "--n_random", "2"],
+             "calibrate": ["--batch_size", "2", "--random_controls", "2"]}[cmd]
+    model_args = f"pretrained={model},dtype=float32" + (",K=3,gap=2,alphas=0;1;2" if cmd == "calibrate" else "")
+    return [cmd, "--model_args", model_args, "--tasks", "sakura_gender", "--metadata",
+            json.dumps({"data_root": str(SAMPLE)}), "--limit", "3", "--out", str(out), "--no_progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def whole_runs(tmp_path_factory, tiny_qwen2_audio_dir):
+    from analysis import runner
+
+    if not _sakura_ok():
+        pytest.skip("SAKURA sample not available")
+    root = tmp_path_factory.mktemp("whole")
+    for cmd in ("trace", "heads", "calibrate"):
+        assert runner.main(_cmd(cmd, tiny_qwen2_audio_dir, root / cmd)) == 0
+    return root
+
+
+@needs_sample
+@pytest.mark.parametrize("cmd,points", [("trace", (1, 2)), ("heads", (1, 4))])
+def test_killed_at_several_points_and_restarted_is_byte_identical(whole_runs, tiny_qwen2_audio_dir, tmp_path,
+                                                                   monkeypatch, cmd, points):
+    from analysis import runner
+
+    out = tmp_path / cmd
+    argv = _cmd(cmd, tiny_qwen2_audio_dir, out)
+    for n in points:  # killed, restarted, killed again later, restarted to the end
+        with monkeypatch.context() as m:
+            _kill_after(m, n)
+            with pytest.raises(_Killed):
+                runner.main(argv)
+    assert runner.main(argv) == 0
+    a, b = _tree(whole_runs / cmd), _tree(out)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+
+
+@needs_sample
+@pytest.mark.parametrize("where", ["interventions.calibrate.sweep_forward", "analysis.figures.sweep_figures"])
+def test_calibrate_killed_and_rerun_is_byte_identical(whole_runs, tiny_qwen2_audio_dir, tmp_path, monkeypatch, where):
+    """Killed during the strength sweep (nothing written yet) or after the artifact, during the figures."""
+    import importlib
+
+    from analysis import runner
+
+    mod, name = where.rsplit(".", 1)
+
+    def killed(*a, **k):
+        raise _Killed(where)
+
+    out = tmp_path / "cal"
+    with monkeypatch.context() as m:
+        m.setattr(importlib.import_module(mod), name, killed)
+        with pytest.raises(_Killed):
+            runner.main(_cmd("calibrate", tiny_qwen2_audio_dir, out))
+    assert runner.main(_cmd("calibrate", tiny_qwen2_audio_dir, out)) == 0
+    a, b = _tree(whole_runs / "calibrate"), _tree(out)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
