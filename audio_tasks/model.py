@@ -158,11 +158,21 @@ class AudioLALM(LM):
             (log.warning if device_asked else log.info)("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
             device = "cpu"
         self._device = str(device)
+        from interventions.config import _int
+
+        def _pos_int(name: str, default: Any) -> int:
+            v = _int(default if kwargs.get(name) in (None, "") else kwargs[name], name)
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+            return v
+
         bs = kwargs.get("batch_size", 1)
         self.auto_batch = str(bs).startswith("auto")
-        self.max_batch_size = int(kwargs.get("max_batch_size") or 64)
-        self.batch_size_per_gpu = self.max_batch_size if self.auto_batch else int(bs)
-        self.max_gen_toks = int(kwargs.get("max_gen_toks", 256))
+        self.max_batch_size = _pos_int("max_batch_size", 64)
+        self.batch_size_per_gpu = self.max_batch_size if self.auto_batch else _pos_int("batch_size", 1)
+        self.max_gen_toks = _pos_int("max_gen_toks", 256)
+        if kwargs.get("max_length"):
+            _pos_int("max_length", None)
         self.share_prefix = str(kwargs.get("share_prefix", "auto")).strip().lower()
         if self.share_prefix not in ("auto", "true", "false"):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")

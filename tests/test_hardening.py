@@ -56,6 +56,17 @@ def test_bad_values_name_the_argument(kw, msg):
         SteerConfig.from_kwargs(kw)
 
 
+@pytest.mark.parametrize("kw,msg", [({"batch_size": "abc"}, "batch_size must be an integer, got 'abc'"),
+                                    ({"max_gen_toks": "x"}, "max_gen_toks must be an integer"),
+                                    ({"batch_size": "0"}, "batch_size must be >= 1")])
+def test_bad_model_ints_are_named_before_loading(kw, msg, monkeypatch):
+    from audio_tasks import model as m
+
+    monkeypatch.setattr(m, "load_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    with pytest.raises(ValueError, match=msg):
+        m.AudioLALM(pretrained="/nonexistent", **kw)
+
+
 def test_source_layer_on_a_shallow_model_names_the_gap():
     c = SteerConfig.from_kwargs({"steer": "enrich", "source_layer": "3", "alpha": "1"})
     with pytest.raises(ValueError, match=r"with gap 5 a model with 4 layers has no valid source layer.*gap in 0\.\.3"):
