@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from analysis.atomic import atomic_write_text
+
 TASKS = ["demo_gender", "demo_language", "demo_emotion", "demo_animal"]
 
 
@@ -146,10 +148,10 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
             for t, r in res.items():
                 lines.append(f"- {t}: " + ", ".join(f"{k}={v:.3f}" for k, v in r.items() if isinstance(v, float)))
             lines.append("")
-        report.write_text("\n".join(lines) + "\n")
+        atomic_write_text(report, "\n".join(lines) + "\n")
     summary["seconds"] = round(time.time() - t0, 1)
     summary["report"] = str(report)
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     print(f"[demo] done in {summary['seconds']}s; report: {report}", flush=True)
     return 0
 

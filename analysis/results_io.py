@@ -315,6 +315,24 @@ def read_task_samples(path: Path, task: str, reported: dict[str, Any] | None = N
     return TaskResult(task, doc_ids, metrics, path, dict(reported or {}))
 
 
+def check_samples_against_results(tr: TaskResult, data: dict[str, Any], results_file: Path) -> None:
+    """Refuse a samples file that disagrees with its results file (a truncated or replaced ``--log_samples``
+    file): the number of samples must be the results file's ``n-samples`` and the accuracy its ``acc``."""
+    n_info = (data.get("n-samples") or {}).get(tr.name) or {}
+    expected = n_info.get("effective") if isinstance(n_info, dict) else None
+    if _is_number(expected) and int(expected) != tr.n:
+        raise ResultsError(f"samples file {tr.samples_file} holds {tr.n} samples of {tr.name} but the results file "
+                           f"{results_file} counts {int(expected)} (n-samples.effective): the samples file is "
+                           "truncated or belongs to another run; re-run lm_eval with --log_samples")
+    reported = (data.get("results") or {}).get(tr.name) or {}
+    acc = reported.get("acc,none")
+    if _is_number(acc) and tr.has("acc") and tr.n:
+        mine = float(np.mean(tr.metrics["acc"]))
+        if abs(mine - float(acc)) > 1e-9:
+            raise ResultsError(f"samples file {tr.samples_file} gives {tr.name} accuracy {mine:.6f} but the results "
+                               f"file {results_file} reports {float(acc):.6f}: the files do not belong together")
+
+
 def _find_results(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -368,6 +386,7 @@ def read_runs(path: str | Path) -> list[Run]:
                         "re-run lm_eval with --log_samples"
                     )
                 tasks[task] = read_task_samples(sf, task, (data.get("results") or {}).get(task))
+                check_samples_against_results(tasks[task], data, f)
                 contributed = True
             if contributed:
                 used.append(f)

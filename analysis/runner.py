@@ -59,7 +59,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sweep_stale_temps
 
 __all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL_AFTER_ENV", "SimulatedInterruption"]
 
@@ -152,6 +152,7 @@ class RecordStore:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        sweep_stale_temps(self.path.parent)  # left by a kill during an atomic write; resuming cleans up
         self.records: dict[str, dict[str, Any]] = {}
         for r in read_jsonl(self.path):
             if isinstance(r, dict) and "key" in r:
@@ -180,16 +181,24 @@ def _progress(args) -> bool:
 # ---- model and items ----------------------------------------------------------------------------------------
 
 
-def load_lm(args):
-    """``AudioLALM`` from ``--model_args`` (the one loading path) plus ``--device``."""
+def load_lm(args, *, calibrating: bool = False):
+    """``AudioLALM`` from ``--model_args`` (the one loading path) plus ``--device``.  ``calibrating``: K, gap,
+    seed and alphas configure the calibration (with ``steer=none`` they are otherwise refused as ignored)."""
     from lm_eval.utils import simple_parse_args_string
 
     from audio_tasks.model import AudioLALM
+    from interventions.config import CALIBRATION_ARGS, SteerConfig
 
     kw = simple_parse_args_string(args.model_args or "")
     if getattr(args, "device", None) and "device" not in kw:
         kw["device"] = args.device
-    return AudioLALM(**kw)
+    if not calibrating or str(kw.get("steer", "none") or "none").strip().lower() != "none":
+        return AudioLALM(**kw)
+    cal = {k: kw.pop(k) for k in CALIBRATION_ARGS if k in kw}
+    cfg = SteerConfig.from_kwargs(cal, calibrating=True)  # parsed (named errors) before the model loads
+    lm = AudioLALM(**kw)
+    lm.steer_cfg = cfg
+    return lm
 
 
 def load_items(lm, tasks: Sequence[str], split: str | None, metadata: dict[str, Any], limit: int | None):
@@ -280,11 +289,12 @@ def cmd_lens(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(args)
     md = parse_metadata(args.metadata)
-    _pin_settings(out, "lens", _settings(args, "lens", masked=not args.no_masked, batch_size=args.batch_size),
-                  args.overwrite, ["lens_records.jsonl"])
     lm = load_lm(args)
     engine = lm.engine
     items = load_items(lm, tasks, args.split, md, args.limit)
+    # Pinned only once the model and the items loaded: a run that fails on its inputs pins nothing.
+    _pin_settings(out, "lens", _settings(args, "lens", masked=not args.no_masked, batch_size=args.batch_size),
+                  args.overwrite, ["lens_records.jsonl"])
     store = RecordStore(out / "lens_records.jsonl")
     keys = [item_key(it) for it in items]
     bar = tqdm(total=len(items), desc="lens", disable=not _progress(args))
@@ -403,10 +413,10 @@ def cmd_trace(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(args)
     md = parse_metadata(args.metadata)
-    _pin_settings(out, "trace", _settings(args, "trace", layerwise=not args.no_layerwise,
-                                          tokenwise=not args.no_tokenwise, rows=args.rows), args.overwrite, ["trace_records.jsonl"])
     lm = load_lm(args)
     items = load_items(lm, tasks, args.split, md, args.limit)
+    _pin_settings(out, "trace", _settings(args, "trace", layerwise=not args.no_layerwise,
+                                          tokenwise=not args.no_tokenwise, rows=args.rows), args.overwrite, ["trace_records.jsonl"])
     store = RecordStore(out / "trace_records.jsonl")
     keys = [item_key(it) for it in items]
     for it, k in tqdm(list(zip(items, keys)), desc="trace", disable=not _progress(args)):
@@ -459,13 +469,14 @@ def cmd_heads(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(args)
     md = parse_metadata(args.metadata)
+    lm = load_lm(args)
+    split_items = {split: load_items(lm, tasks, split, md, args.limit) for split in ("calibration", "evaluation")}
     _pin_settings(out, "heads", _settings(args, "heads", batch_size=args.batch_size), args.overwrite,
                   ["heads_records.jsonl"])
-    lm = load_lm(args)
     store = RecordStore(out / "heads_records.jsonl")
     split_recs: dict[str, list[dict[str, Any]]] = {}
     for split in ("calibration", "evaluation"):
-        items = load_items(lm, tasks, split, md, args.limit)
+        items = split_items[split]
         keys = [item_key(it, f"{split}|") for it in items]
         bar = tqdm(total=len(items), desc=f"heads ({split})", disable=not _progress(args))
         for chunk in _chunks(list(zip(items, keys)), args.batch_size):
@@ -514,7 +525,23 @@ def cmd_calibrate(args) -> int:
     tasks = _tasks(args)
     md = parse_metadata(args.metadata)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    lm = load_lm(args)
+    valid = ("enrich", "layer_guided", "single_layer", "head")
+    bad = [k for k in kinds if k not in valid]
+    if bad or not kinds:
+        raise SystemExit(f"--kinds: {bad or 'nothing'} given; valid: {', '.join(valid)}")
+    if args.random_controls < 0:
+        raise SystemExit(f"--random_controls must be >= 0, got {args.random_controls}")
+    lm = load_lm(args, calibrating=True)
+    sweep_stale_temps(out)
+    # Every calibration argument is checked before the first forward pass.
+    cfg, L = lm.steer_cfg, lm.engine.num_layers
+    if "enrich" in kinds and cfg.gap > L - 1:
+        raise SystemExit(f"gap={cfg.gap} too large for {lm.pretrained} with {L} layers (enrich needs gap in 0..{L - 1}); "
+                         "pass gap=N in --model_args or leave enrich out of --kinds")
+    if not cfg.alphas:
+        raise SystemExit("alphas: the strength grid is empty")
+    for t in tasks:
+        calibration_items(lm, t, md, args.limit)  # tasks, data and splits load (no forward pass yet)
     doc, _ = run_calibration(lm, tasks, out, metadata=md, kinds=kinds, limit=args.limit,
                              batch_size=args.batch_size, progress=_progress(args))
     controls = None

@@ -90,9 +90,40 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
+class _OnceFilter:
+    """lm-eval warns "Custom kwargs can be passed to `--metadata`" once per task with a custom dataset (all of
+    ours: 32 times in the demo log); let it through once per process."""
+
+    MARK = "Custom kwargs can be passed to `--metadata`"
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def filter(self, record) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # pragma: no cover
+            return True
+        if self.MARK not in msg:
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        return True
+
+
+def quiet_repeated_warnings() -> None:
+    import logging
+
+    lg = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _OnceFilter) for f in lg.filters):
+        lg.addFilter(_OnceFilter())
+
+
 def install() -> None:
     if os.environ.get(ENV_OFF, "").strip().lower() in ("1", "true", "yes"):
         return
+    quiet_repeated_warnings()
     if any(isinstance(f, _Finder) for f in sys.meta_path):
         return
     # Modules already imported (e.g. this is called late): act now.

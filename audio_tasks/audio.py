@@ -49,6 +49,7 @@ def load_audio(item: Any, target_sr: int, *, where: str = "") -> np.ndarray:
         if isinstance(item, (str, bytes)) and not isinstance(item, bytes):
             name = item
             data, sr = _read(item)
+            warn_if_short_wav(item, where)
         elif isinstance(item, dict):
             name = str(item.get("path") or "<in-memory audio>")
             if item.get("array") is not None:
@@ -84,10 +85,51 @@ def load_audio(item: Any, target_sr: int, *, where: str = "") -> np.ndarray:
     return _resample(data, sr, target_sr)
 
 
-def warn_if_truncated(n_samples: int, sr: int, window_s: float | None) -> None:
-    """Warn once when a clip is longer than the encoder window (it will be truncated)."""
+def warn_if_truncated(n_samples: int, sr: int, window_s: float | None, where: str = "") -> None:
+    """Warn (once per run, naming the doc) when a clip is longer than the encoder window (it is truncated)."""
     global _warned_long
     if window_s and n_samples > math.ceil(window_s * sr) and not _warned_long:
         _warned_long = True
-        log.warning("audio clip of %.1f s is longer than the encoder window of %.0f s and is truncated "
-                    "(warned once)", n_samples / sr, window_s)
+        log.warning("audio clip of %.1f s%s is longer than the encoder window of %.0f s and is truncated "
+                    "(warned once; later long clips are truncated silently)", n_samples / sr,
+                    f" ({where})" if where else "", window_s)
+
+
+_warned_short: set[str] = set()
+
+
+def wav_shortfall(path: str) -> tuple[int, int] | None:
+    """(declared, present) byte counts of a WAV file's data chunk when the header claims more than the file
+    holds (a truncated download or copy); None otherwise or for other formats."""
+    import os
+    import struct
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                cid, n = struct.unpack("<4sI", fh.read(8))
+                if cid == b"data":
+                    present = size - pos - 8
+                    return (n, present) if n != 0xFFFFFFFF and n > present else None
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None
+    return None
+
+
+def warn_if_short_wav(path: str, where: str = "") -> None:
+    """Warn (once per file) when a WAV header claims more samples than the file holds."""
+    if path in _warned_short:
+        return
+    short = wav_shortfall(path)
+    if short:
+        _warned_short.add(path)
+        log.warning("audio file %s%s is truncated: its header declares %d data bytes but only %d are present; "
+                    "the %.0f%% that is there is used", path, f" ({where})" if where else "", short[0], short[1],
+                    100.0 * short[1] / max(1, short[0]))

@@ -58,7 +58,8 @@ def build_intervention(cfg: SteerConfig, art: dict[str, Any] | None, L: int, H: 
     if k == "enrich":
         lam = cfg.alpha if cfg.alpha is not None else _need(art, "enrich", "lam", "lam/alpha")
         if cfg.control == "random":
-            return RandomEnrich(lam=lam, gap=cfg.gap, seed=cfg.seed, num_layers=L)
+            gap = cfg.gap if cfg.gap_given or art is None or "enrich" not in art else int(art["enrich"].get("gap", cfg.gap))
+            return RandomEnrich(lam=lam, gap=gap, seed=cfg.seed, num_layers=L)
         src = cfg.source_layer if cfg.source_layer is not None else _need(art, "enrich", "source_layer", "source_layer")
         gap = cfg.gap if cfg.source_layer is not None or art is None else int(art["enrich"].get("gap", cfg.gap))
         return Enrich(int(src), float(lam), int(gap))
@@ -111,7 +112,7 @@ def resolve_static(lm):
     from audio_tasks.record import intervention_record
 
     if cfg.calibration:
-        art = load_artifact(cfg.calibration, model_id=lm.pretrained, num_layers=L, num_heads=H)
+        art = load_artifact(cfg.calibration, model_id=lm.pretrained, num_layers=L, num_heads=H, fingerprint=lm.identity)
         iv = build_intervention(cfg, art, L, H)
         lm._records["*"] = intervention_record(cfg, iv, art, source="calibration artifact")
         lm._records["*"]["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
@@ -128,7 +129,7 @@ def _cache_key(lm, task: str, metadata: dict[str, Any], kinds) -> str:
     key = {"model": lm.pretrained, "revision": lm.revision, "task": task, "split": "calibration",
            "split_seed": metadata.get("split_seed", 0), "calibration_fraction": metadata.get("calibration_fraction"),
            "data_root": metadata.get("data_root"), "K": cfg.K, "gap": cfg.gap, "alphas": cfg.alphas,
-           "kinds": sorted(kinds), "dtype": str(lm.engine.dtype)}
+           "kinds": sorted(kinds), "dtype": str(lm.engine.dtype), "weights": lm.identity["weights"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -166,7 +167,8 @@ def run_calibration(lm, tasks: list[str], out: str | Path | None, *, metadata: d
     meta = {"model_id": lm.pretrained, "revision": lm.revision, "tasks": list(tasks), "split": "calibration",
             "split_seed": md.get("split_seed", 0), "seed": cfg.seed, "num_layers": _dims(lm)[0],
             "num_heads": _dims(lm)[1], "clip_ids": [str(it.meta.get("clip_id")) for it in items],
-            "package_version": getattr(audio_tasks, "__version__", "0"), "dtype": str(lm.engine.dtype)}
+            "package_version": getattr(audio_tasks, "__version__", "0"), "dtype": str(lm.engine.dtype),
+            "fingerprint": lm.identity}
     if out is not None:
         save_artifact(out, meta, result, tensors)
     return {"meta": meta, **result}, tensors
@@ -183,13 +185,13 @@ def auto_calibrate(lm, task: str):
     d = cache_root() / "calibration" / key
     L, H = _dims(lm)
     if (d / "calibration.json").exists():
-        art = load_artifact(d, model_id=lm.pretrained, num_layers=L, num_heads=H)
+        art = load_artifact(d, model_id=lm.pretrained, num_layers=L, num_heads=H, fingerprint=lm.identity)
         log.warning("audio_lalm: steer=%s on task %s uses the cached calibration artifact %s", cfg.steer, task, d)
     else:
         log.warning("audio_lalm: steer=%s without calibration=: calibrating on the calibration split of %s "
                     "(never on evaluated docs); artifact cached at %s", cfg.steer, task, d)
         run_calibration(lm, [task], d, metadata=md, kinds=kinds, batch_size=max(1, lm.batch_size_per_gpu))
-        art = load_artifact(d, model_id=lm.pretrained, num_layers=L, num_heads=H)
+        art = load_artifact(d, model_id=lm.pretrained, num_layers=L, num_heads=H, fingerprint=lm.identity)
     iv = build_intervention(cfg, art, L, H)
     from audio_tasks.record import intervention_record
 

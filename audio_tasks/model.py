@@ -40,6 +40,18 @@ def _bool(v: Any) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _device_asked(kwargs: dict[str, Any]) -> bool:
+    """Whether the user asked for the device (model_args or --device) rather than lm-eval's CLI default."""
+    return not kwargs.get("_device_is_default", False)
+
+
+def _cli_device_is_default(args: dict[str, Any], extra: dict[str, Any]) -> bool:
+    import sys
+
+    return "device" not in args and "device" in extra and not any(a == "--device" or a.startswith("--device=")
+                                                                   for a in sys.argv)
+
+
 def _dtype(name: Any, device: str):
     import torch
 
@@ -118,6 +130,8 @@ class AudioLALM(LM):
 
     def __init__(self, pretrained: str | None = None, **kwargs: Any) -> None:
         super().__init__()
+        device_asked = _device_asked(kwargs)
+        kwargs.pop("_device_is_default", None)
         unknown = sorted(set(kwargs) - set(MODEL_ARGS))
         if unknown:
             raise ValueError(f"audio_lalm: unknown model argument(s) {unknown}; valid: {', '.join(MODEL_ARGS)}")
@@ -148,14 +162,25 @@ class AudioLALM(LM):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif str(device).startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes device=cuda by default; like its `hf` model, fall back to the CPU.
-            log.warning("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
+            # INFO: the user did not necessarily ask for a device (lm-eval's default); see _device_asked.
+            (log.warning if device_asked else log.info)("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
             device = "cpu"
         self._device = str(device)
+        from interventions.config import _int
+
+        def _pos_int(name: str, default: Any) -> int:
+            v = _int(default if kwargs.get(name) in (None, "") else kwargs[name], name)
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+            return v
+
         bs = kwargs.get("batch_size", 1)
         self.auto_batch = str(bs).startswith("auto")
-        self.max_batch_size = int(kwargs.get("max_batch_size") or 64)
-        self.batch_size_per_gpu = self.max_batch_size if self.auto_batch else int(bs)
-        self.max_gen_toks = int(kwargs.get("max_gen_toks", 256))
+        self.max_batch_size = _pos_int("max_batch_size", 64)
+        self.batch_size_per_gpu = self.max_batch_size if self.auto_batch else _pos_int("batch_size", 1)
+        self.max_gen_toks = _pos_int("max_gen_toks", 256)
+        if kwargs.get("max_length"):
+            _pos_int("max_length", None)
         self.share_prefix = str(kwargs.get("share_prefix", "auto")).strip().lower()
         if self.share_prefix not in ("auto", "true", "false"):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
@@ -272,8 +297,19 @@ class AudioLALM(LM):
                         "numbers evaluate --metadata '{\"split\": \"evaluation\"}'", task, len(overlap), overlap[0],
                         rec.get("artifact"))
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes the loaded model this model (architecture, sizes, vocabulary, revision, weights, dtype);
+        recorded in calibration artifacts and the --use_cache guard, see interventions.fingerprint."""
+        if getattr(self, "_identity", None) is None:
+            from interventions.fingerprint import model_fingerprint
+
+            self._identity = model_fingerprint(self.model, self.spec, self.tokenizer, revision=self.revision)
+        return self._identity
+
     def model_fingerprint(self) -> dict[str, Any]:
-        return {"pretrained": self.pretrained, "revision": self.revision, **self.steer_cfg.fingerprint()}
+        return {"pretrained": self.pretrained, "revision": self.revision, "identity": self.identity,
+                **self.steer_cfg.fingerprint()}
 
     def set_cache_hook(self, cache_hook) -> None:
         """Guard lm-eval's --use_cache: its key ignores model_args, so runs with other model or
@@ -327,7 +363,7 @@ class AudioLALM(LM):
                 out.append(self._audio_cache[key])
                 continue
             wav = load_audio(it, self.engine.sampling_rate, where=where)
-            warn_if_truncated(len(wav), self.engine.sampling_rate, window)
+            warn_if_truncated(len(wav), self.engine.sampling_rate, window, where)
             if window:
                 wav = wav[: int(window * self.engine.sampling_rate)]
             if key:
@@ -358,6 +394,16 @@ class AudioLALM(LM):
         if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
             return whole[len(ctx):]
         return self.engine.encode_text(continuation)
+
+    def _cache_args(self, requests: list[Instance]) -> list[tuple] | None:
+        """Each request's args as lm-eval's --use_cache looked them up (before ``rendered_prompt`` is added to
+        the aux dict), with the audio: results are stored under exactly that key, so an identical rerun is
+        served from the cache and requests with other clips never share an entry."""
+        if getattr(self.cache_hook, "dbdict", None) is None:
+            return None
+        import copy
+
+        return [tuple(copy.deepcopy(a) if isinstance(a, dict) else a for a in r.args) for r in requests]
 
     def _build_items(self, requests: list[Instance]):
         from interventions.scoring import MCItem
@@ -473,6 +519,7 @@ class AudioLALM(LM):
         return sorted(groups.values(), key=lambda g: -max(int(items[i].tok.input_ids.shape[0]) for i in g))
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        cache_args = self._cache_args(requests)
         items = self._build_items(requests)
         out: list[Any] = [None] * len(requests)
         by_task: OrderedDict[str, list[int]] = OrderedDict()
@@ -484,14 +531,30 @@ class AudioLALM(LM):
             for it, s in zip(sub, scores):
                 for r, res in zip(it.meta["reqs"], s.as_results()):
                     out[r] = res
-                    self.cache_hook.add_partial("loglikelihood", requests[r].args[:2], res)
+                    if cache_args is not None:
+                        self.cache_hook.add_partial("loglikelihood", cache_args[r], res)
 
+        if self.share_prefix == "auto":
+            # Each task on its own: a task's scores must not depend on which other tasks ran (bit-identical
+            # alone and beside others); prefixes repeated within a task are still shared.
+            for task, idxs in by_task.items():
+                sub = [items[i] for i in idxs]
+                groups = self._shared_prefix_groups(sub)
+                if groups is None:
+                    emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
+                else:
+                    self._score_shared(sub, groups, {task: list(range(len(sub)))}, emit)
+            return out
         groups = self._shared_prefix_groups(items)
         if groups is None:
             for task, idxs in by_task.items():
                 sub = [items[i] for i in idxs]
                 emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
             return out
+        self._score_shared(items, groups, by_task, emit)
+        return out
+
+    def _score_shared(self, items, groups, by_task, emit) -> None:
         # Shared audio prefixes: walk the clips in chunks of one batch; within a chunk every task
         # (prompt format, intervention) is scored against the prefix KV computed once per clip.
         ivs = {task: self.intervention_for(task) for task in by_task}
@@ -507,7 +570,6 @@ class AudioLALM(LM):
                     emit(sub, self._score_batches(sub, ivs[task], desc=task, share_prefix=True, pbar=pbar))
             pos += len(chunk)
         pbar.close()
-        return out
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
         import torch
@@ -539,7 +601,8 @@ class AudioLALM(LM):
         from interventions.scoring import last_positions
 
         out = []
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate"):
+        cache_args = self._cache_args(requests)
+        for n, req in enumerate(tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate")):
             context, gen_kwargs = req.args[0], dict(req.args[1] or {})
             aux = req.args[2] if len(req.args) > 2 else None
             clips = self._clips(aux, f"task {req.task_name}, doc {req.doc_id}")
@@ -581,7 +644,8 @@ class AudioLALM(LM):
                 if u in text:
                     text = text.split(u)[0]
             out.append(text)
-            self.cache_hook.add_partial("generate_until", req.args[:2], text)
+            if cache_args is not None:
+                self.cache_hook.add_partial("generate_until", cache_args[n], text)
         return out
 
     @classmethod
@@ -590,9 +654,13 @@ class AudioLALM(LM):
 
         args = simple_parse_args_string(arg_string) if isinstance(arg_string, str) else dict(arg_string or {})
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if _cli_device_is_default(args, extra):
+            extra["_device_is_default"] = True
         return cls(**{**extra, **args})  # explicit model_args win over lm-eval's CLI defaults
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "AudioLALM":
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if _cli_device_is_default(dict(arg_dict), extra):
+            extra["_device_is_default"] = True
         return cls(**{**extra, **dict(arg_dict)})

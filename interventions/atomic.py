@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "iter_jsonl", "read_jsonl"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "iter_jsonl", "read_jsonl",
+           "sweep_stale_temps"]
 
 PathLike = str | os.PathLike[str]
 
@@ -162,3 +163,24 @@ def read_jsonl(path: PathLike) -> list[Any]:
     if not Path(path).exists():
         return []
     return list(iter_jsonl(path))
+
+
+def sweep_stale_temps(folder: PathLike, *, older_than_s: float = 60.0) -> list[Path]:
+    """Remove the ``.<name>.*.tmp`` files that an atomic write killed mid-way left in ``folder`` (and below).
+
+    Only files older than ``older_than_s`` are removed: a live write (another process writing into the same
+    folder) finishes in milliseconds and is left alone.  Returns the removed paths."""
+    import time
+
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for p in root.rglob(".*.tmp"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,7 +36,7 @@ from .steering import Enrich, HeadSteer, layer_weights
 __all__ = ["CalibrationData", "collect", "calibrate", "save_artifact", "load_artifact", "ARTIFACT_VERSION",
            "point_biserial_matrix", "select_heads", "sweep_final_layer", "info_scores", "first_token_ids"]
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # 2: meta.fingerprint (model identity) is recorded and checked
 
 
 def first_token_ids(item) -> list[int]:
@@ -329,13 +328,14 @@ def save_artifact(out_dir: str | Path, meta: dict[str, Any], result: dict[str, A
     out = Path(out_dir)
     blob = save({k: v.contiguous() for k, v in tensors.items()})
     atomic_write_bytes(out / "calibration.safetensors", blob)
-    doc = {"version": ARTIFACT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "meta": meta, **result}
+    # No creation time: a rerun (e.g. after a kill) writes a byte-identical artifact.
+    doc = {"version": ARTIFACT_VERSION, "meta": meta, **result}
     atomic_write_bytes(out / "calibration.json", json.dumps(doc, indent=2, sort_keys=True).encode())
     return out
 
 
 def load_artifact(path: str | Path, *, model_id: str | None = None, num_layers: int | None = None,
-                  num_heads: int | None = None) -> dict[str, Any]:
+                  num_heads: int | None = None, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load and check a calibration artifact (clear errors for missing or mismatched ones)."""
     p = Path(path)
     js = p / "calibration.json" if p.is_dir() else p
@@ -354,7 +354,21 @@ def load_artifact(path: str | Path, *, model_id: str | None = None, num_layers: 
     if num_heads is not None and doc.get("num_heads") != num_heads:
         raise ValueError(f"calibration artifact {js} is for a model with {doc.get('num_heads')} heads per layer; "
                          f"this model has {num_heads}")
-    if model_id is not None:
+    if fingerprint is not None:
+        from .fingerprint import fingerprint_mismatch
+
+        meta = doc.get("meta") or {}
+        theirs_fp = meta.get("fingerprint")
+        if not isinstance(theirs_fp, dict):
+            raise ValueError(f"calibration artifact {js} was made for model {meta.get('model_id')!r} and records no "
+                             f"model fingerprint (architecture, sizes, vocabulary, weights), so it cannot be checked "
+                             f"against this model {model_id!r}; recalibrate with this version")
+        diff = fingerprint_mismatch(theirs_fp, fingerprint)
+        if diff:
+            detail = "; ".join(f"{k}: {theirs_fp.get(k)!r} vs {fingerprint.get(k)!r}" for k in diff)
+            raise ValueError(f"calibration artifact {js} was made for model {meta.get('model_id')!r}, which is not "
+                             f"this model {model_id!r} (artifact vs this model, {detail})")
+    elif model_id is not None:
         theirs = doc.get("meta", {}).get("model_id")
         if theirs and os.path.basename(str(theirs).rstrip("/")) != os.path.basename(str(model_id).rstrip("/")):
             raise ValueError(f"calibration artifact {js} was made for model {theirs!r}, not {model_id!r}")

@@ -25,7 +25,11 @@ __all__ = ["SteerConfig", "STEER_KINDS", "parse_int_list", "parse_heads"]
 STEER_KINDS = ("none", "enrich", "layer_guided", "single_layer", "head")
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 STEER_KEYS = ("steer", "alpha", "lam", "source_layer", "gap", "K", "k", "layers", "heads", "calibration",
-              "control", "seed", "alphas", "calibration_split")
+              "control", "seed", "alphas")
+# Arguments that only mean something for an intervention (or for calibrating one, see ``calibrating``).
+INTERVENTION_ONLY = ("alpha", "lam", "source_layer", "gap", "K", "k", "layers", "heads", "calibration", "control",
+                     "seed", "alphas")
+CALIBRATION_ARGS = ("K", "k", "gap", "seed", "alphas")
 
 
 def _literal(v: Any) -> Any:
@@ -58,7 +62,12 @@ def parse_float_list(v: Any, name: str) -> list[float]:
         v = [v]
     if isinstance(v, str):
         v = [p for p in re.split(r"[;\s|]+", v.strip()) if p]
-    out = [float(x) for x in v]
+    try:
+        out = [float(x) for x in v]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected numbers like 0;0.5;1, got {v!r}") from None
+    if not out:
+        raise ValueError(f"{name}: the strength grid is empty; give at least one value like 0;0.5;1")
     if not all(math.isfinite(x) for x in out):
         raise ValueError(f"{name}: strengths must be finite, got {v!r}")
     return out
@@ -80,6 +89,20 @@ def parse_heads(v: Any) -> list[tuple[int, int]]:
         return [(int(a), int(b)) for a, b in v]
     except (TypeError, ValueError):
         raise ValueError(f"heads: expected pairs like [[10,3],[12,1]], got {v!r}") from None
+
+
+def _int(v: Any, name: str) -> int:
+    """An integer argument; a clear error naming the argument otherwise."""
+    if isinstance(v, bool):
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    try:
+        return int(str(v).strip())
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {v!r}") from None
 
 
 def _finite(v: Any, name: str) -> float:
@@ -106,9 +129,12 @@ class SteerConfig:
     seed: int = 0
     alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
     k_given: bool = False  # the default K is clamped to the head count of small models
+    gap_given: bool = False  # with calibration=DIR and no gap=, the artifact's own gap is used
 
     @classmethod
-    def from_kwargs(cls, kw: dict[str, Any]) -> "SteerConfig":
+    def from_kwargs(cls, kw: dict[str, Any], *, calibrating: bool = False) -> "SteerConfig":
+        """Parse ``kw``.  ``calibrating``: the model is loaded to calibrate (``python -m analysis
+        calibrate``), where K, gap, seed and alphas configure the calibration with ``steer=none``."""
         steer = str(kw.get("steer", "none") or "none").strip().lower()
         if steer not in STEER_KINDS:
             raise ValueError(f"steer={steer!r} is not a known intervention; valid: {', '.join(STEER_KINDS)}")
@@ -119,14 +145,15 @@ class SteerConfig:
         if a is not None:
             c.alpha = _finite(a, "alpha" if "alpha" in kw else "lam")
         if kw.get("source_layer") is not None:
-            c.source_layer = int(kw["source_layer"])
+            c.source_layer = _int(kw["source_layer"], "source_layer")
         if kw.get("gap") is not None:
-            c.gap = int(kw["gap"])
+            c.gap = _int(kw["gap"], "gap")
+            c.gap_given = True
             if c.gap < 0:
                 raise ValueError(f"gap must be >= 0, got {c.gap}")
         k = kw.get("K", kw.get("k"))
         if k is not None:
-            c.K = int(k)
+            c.K = _int(k, "K" if "K" in kw else "k")
             c.k_given = True
             if c.K < 1:
                 raise ValueError(f"K must be >= 1, got {c.K}")
@@ -143,12 +170,15 @@ class SteerConfig:
             if c.control == "none":
                 c.control = None
         if kw.get("seed") is not None:
-            c.seed = int(kw["seed"])
+            c.seed = _int(kw["seed"], "seed")
         if kw.get("alphas") is not None:
             c.alphas = parse_float_list(kw["alphas"], "alphas")
-        if c.steer == "none" and any(kw.get(x) is not None for x in ("alpha", "lam", "layers", "heads", "control")):
-            raise ValueError("intervention parameters given but steer=none; set steer="
-                             + "|".join(STEER_KINDS[1:]))
+        if c.steer == "none":
+            allowed = CALIBRATION_ARGS if calibrating else ()
+            given = [x for x in INTERVENTION_ONLY if x not in allowed and kw.get(x) not in (None, "")]
+            if given:
+                raise ValueError(f"intervention argument(s) {', '.join(given)} given but steer=none, where they "
+                                 "would be ignored; set steer=" + "|".join(STEER_KINDS[1:]) + " or drop them")
         return c
 
     def validate_against(self, num_layers: int, num_heads: int) -> None:
@@ -163,10 +193,15 @@ class SteerConfig:
             if bad:
                 raise ValueError(f"heads {bad} out of range: valid heads are (1..{L}, 0..{H - 1})")
         if self.source_layer is not None:
+            if L - self.gap < 1:
+                raise ValueError(f"source_layer={self.source_layer}: with gap {self.gap} a model with {L} layers has "
+                                 f"no valid source layer (the target layer source_layer+gap must be <= {L}); "
+                                 f"give a gap in 0..{L - 1}")
             if not 1 <= self.source_layer <= L - self.gap:
                 raise ValueError(f"source_layer {self.source_layer} out of range: with gap {self.gap} "
                                  f"it must be in 1..{L - self.gap}")
-        if self.steer == "enrich" and self.gap > L - 1:
+        uses_artifact_gap = self.calibration and not self.gap_given and self.source_layer is None
+        if self.steer == "enrich" and self.gap > L - 1 and not uses_artifact_gap:
             raise ValueError(f"gap {self.gap} too large for a model with {L} layers")
         if self.steer in ("layer_guided", "head") and self.heads is None and self.k_given and self.K > L * H:
             raise ValueError(f"K={self.K} exceeds the number of heads ({L * H})")
@@ -187,4 +222,4 @@ class SteerConfig:
         return selection[self.steer]
 
     def fingerprint(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None and k != "k_given"}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k not in ("k_given", "gap_given")}

@@ -65,6 +65,25 @@ class Tokenized:
     prompt: str = ""
 
 
+def _cache_kwarg(module: torch.nn.Module) -> str:
+    """The decoder's name for the KV cache argument: ``cache`` (transformers >= 5.2x; ``past_key_values`` is
+    deprecated there with a FutureWarning on every call) or ``past_key_values`` (older versions)."""
+    import inspect
+
+    cls = type(module)
+    name = _CACHE_KWARG.get(cls)
+    if name is None:
+        try:
+            params = inspect.signature(module.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            params = {}
+        name = _CACHE_KWARG[cls] = "cache" if "cache" in params else "past_key_values"
+    return name
+
+
+_CACHE_KWARG: dict[type, str] = {}
+
+
 class Engine:
     """Wraps (model, processor, spec): tokenization with audio, cached audio encoding, decoder runs."""
 
@@ -243,19 +262,16 @@ class Engine:
             batch_feats.append(feats)
             batch_keys.append(key)
             batch_counts.append(count)
-        groups = ([[g] for g in range(len(batch_feats))] if self.spec.encode_per_clip
-                  else [list(range(len(batch_feats)))] if batch_feats else [])
-        embs = []
-        for grp in groups:
-            keys = batch_feats[grp[0]].keys()
-            merged = {k: torch.cat([batch_feats[g][k] for g in grp], 0) for k in keys}
-            merged["_tokens_per_clip"] = torch.tensor([batch_counts[g] for g in grp])
-            dev = self.device
-            merged = {k: (v.to(dev) if k != "_tokens_per_clip" else v) for k, v in merged.items()}
-            embs.extend(self.spec.encode_audio(self.model, merged))
-        if batch_feats:
-            self.encoder_calls += len(batch_feats)
-            for key, e, cnt in zip(batch_keys, embs, batch_counts):
+        # Each clip is encoded on its own: its embedding must not depend on which other clips happen to be
+        # uncached at the same moment (padding to a batch's longest clip changes the last digits), so that
+        # a resumed run, or a task scored beside other tasks, is bit-identical to an uninterrupted one.
+        dev = self.device
+        for feats, key, cnt in zip(batch_feats, batch_keys, batch_counts):
+            one = {k: v.to(dev) for k, v in feats.items()}
+            one["_tokens_per_clip"] = torch.tensor([cnt])
+            embs = self.spec.encode_audio(self.model, one)
+            self.encoder_calls += 1
+            for key, e, cnt in zip([key], embs, [cnt]):
                 if e.shape[0] != cnt:
                     raise RuntimeError(f"audio encoder gave {e.shape[0]} embeddings for {cnt} placeholders")
                 self._audio_cache[key] = e.detach()
@@ -484,7 +500,7 @@ class Engine:
             inputs_embeds=prep.inputs_embeds if inputs_embeds is None else inputs_embeds,
             attention_mask=prep.attention_mask if attention_mask is None else attention_mask,
             position_ids=prep.position_ids if position_ids is None else position_ids,
-            past_key_values=past_key_values,
+            **{_cache_kwarg(dec): past_key_values},
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,

@@ -72,7 +72,7 @@ def _reference(lm, prompt: str, wave: np.ndarray, cont: str):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_shared_prefix_scores_equal_full_forward_and_prefix_runs_once_per_clip(tiny_dirs, arch):
-    lm = _lm(tiny_dirs[arch], batch_size=2)
+    lm = _lm(tiny_dirs[arch], batch_size=2, share_prefix="true")  # across tasks: asked for (auto: per task)
     reqs = _requests()
     res = lm.loglikelihood(reqs)
     prefix_len = {}
@@ -93,7 +93,7 @@ def test_shared_prefix_scores_equal_full_forward_and_prefix_runs_once_per_clip(t
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_share_prefix_false_gives_the_same_scores_without_prefix_passes(tiny_dirs, arch):
-    shared = _lm(tiny_dirs[arch], batch_size=3).loglikelihood(_requests())
+    shared = _lm(tiny_dirs[arch], batch_size=3, share_prefix="true").loglikelihood(_requests())
     lm = _lm(tiny_dirs[arch], batch_size=3, share_prefix="false")
     plain = lm.loglikelihood(_requests())
     assert lm.engine.prefix_tokens_computed == 0 and lm.engine.prefix_hits == 0

@@ -120,6 +120,9 @@ def read_json(json_path, audio_dir=None) -> list[dict]:
         if missing:
             raise ValueError(f"{json_path}: item {n} (id {rec.get('id')!r}) lacks fields {missing}")
         name = Path(str(rec.get("audio_id") or f"{rec['id']}.wav")).name
+        if name in ("", ".", ".."):  # only base names, resolved inside the audio folder
+            raise ValueError(f"{json_path}: item {n} (id {rec.get('id')!r}) has audio_id {rec.get('audio_id')!r}, "
+                             f"which names no file inside {audio_dir}")
         rec["_audio"] = str((audio_dir / name).resolve())
     return records
 
@@ -129,7 +132,17 @@ def _open_hf(path_or_name: str):
     if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
         ds = datasets.load_from_disk(str(p))
     else:
-        ds = datasets.load_dataset(str(path_or_name))
+        try:
+            ds = datasets.load_dataset(str(path_or_name))
+        except Exception as e:  # no network, no hub access, not cached
+            from audio_tasks.data.errors import hub_unavailable
+
+            raise hub_unavailable(str(path_or_name), [
+                "--metadata '{\"mmau_json\": \"/path/mmau-test-mini.json\", \"mmau_audio_dir\": \"/path/test-mini-audios\"}' "
+                "(the official JSON + its audio folder)",
+                "--metadata '{\"mmau_hf_path\": \"/path/to/saved/copy\"}' (a local Hugging Face copy, save_to_disk "
+                "folder or anything load_dataset reads)",
+                f"access to the Hugging Face hub (dataset {path_or_name})"], e) from None
     if isinstance(ds, datasets.DatasetDict):
         for name in ("test", "test_mini", "test-mini"):
             if name in ds:

@@ -190,9 +190,16 @@ def read_local(track: str, data_root, prompt: str = "p3") -> list[dict]:
     missing = [c for c in ("file",) + _required_columns(prompt) if c not in columns]
     if missing:
         raise ValueError(f"{csv_path}: missing columns {missing} (found {columns})")
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows (header only); a SAKURA metadata.csv lists one clip per row")
     out, absent = [], []
     for n, row in enumerate(rows, start=1):
-        wav = track_dir / "audio" / row["file"].strip()
+        rel = Path((row["file"] or "").strip())
+        if not rel.parts or rel.is_absolute() or rel.drive or any(p in ("..", ".") for p in rel.parts):
+            # Every referenced file stays inside the track's audio/ folder.
+            raise ValueError(f"{csv_path}, row {n}: file {row['file']!r} is not a file name inside "
+                             f"{track_dir / 'audio'} (absolute paths and '..' are refused)")
+        wav = track_dir / "audio" / rel
         if not wav.is_file():
             absent.append(str(wav))
         out.append({**row, "_id": row["file"].strip(), "_audio": str(wav.resolve()),
@@ -205,7 +212,17 @@ def read_local(track: str, data_root, prompt: str = "p3") -> list[dict]:
 def read_hub(track: str, prompt: str = "p3", hf_name: str | None = None) -> list[dict]:
     """Rows of the Hugging Face copy (audio left undecoded in ``_audio``; written to the cache later)."""
     name = hf_name or get_track(track).hf_name
-    ds = datasets.load_dataset(name, split="test")
+    try:
+        ds = datasets.load_dataset(name, split="test")
+    except Exception as e:  # no network, no hub access, not cached
+        from audio_tasks.data.errors import hub_unavailable
+
+        folder = get_track(track).folder
+        raise hub_unavailable(name, [
+            f"--metadata '{{\"data_root\": \"/path/to/sakura\"}}' (a local checkout: data/{folder}/metadata.csv "
+            f"+ data/{folder}/audio/*.wav)",
+            "the environment variable SAKURA_DATA_ROOT=/path/to/sakura (same layout)",
+            f"access to the Hugging Face hub (dataset {name}; log in or set HF_HOME to a cache holding it)"], e) from None
     missing = [c for c in ("audio",) + _required_columns(prompt) if c not in ds.column_names]
     if missing:
         raise ValueError(f"{name}: missing columns {missing} (found {ds.column_names})")
