@@ -288,10 +288,13 @@ def test_auto_calibrated_run_records_what_it_applied_and_pairs_with_full_run(
 # ---- calibration artifacts: K=, strength 0 warning, validation ---------------------------------------------------
 
 
-def write_artifact(folder: Path, model_dir: Path, L: int, H: int, **sections) -> Path:
+def write_artifact(folder: Path, model_dir: Path, L: int, H: int, fingerprint: dict, **sections) -> Path:
+    from interventions.calibrate import ARTIFACT_VERSION
+
     ranking = [[l, h] for l in range(L, 0, -1) for h in range(H)][:5]
-    doc = {"version": 1, "num_layers": L, "num_heads": H, "n_docs": 4,
+    doc = {"version": ARTIFACT_VERSION, "num_layers": L, "num_heads": H, "n_docs": 4,
            "meta": {"model_id": str(model_dir), "split": "calibration", "tasks": ["sakura_gender"],
+                    "fingerprint": fingerprint,
                     "clip_ids": ["c1", "c2", "c3", "c4"]},
            "heads": {"K": 4, "specialists": ranking[:4], "ranking": ranking,
                      "layer_weights": {str(L): 0.5, str(L - 1): 0.5}},
@@ -310,7 +313,7 @@ def test_K_takes_top_of_artifact_ranking_and_strength_zero_warns(tiny_qwen2_audi
     from audio_tasks.model import AudioLALM
 
     L, H = tiny_lm.spec.num_layers(tiny_lm.model), tiny_lm.spec.num_heads(tiny_lm.model)
-    cal = write_artifact(tmp_path / "cal", tiny_qwen2_audio_dir, L, H)
+    cal = write_artifact(tmp_path / "cal", tiny_qwen2_audio_dir, L, H, tiny_lm.identity)
     ranking = json.loads((cal / "calibration.json").read_text())["heads"]["ranking"]
     mk = dict(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size=4, calibration=str(cal))
     head2 = AudioLALM(steer="head", K=2, **mk)
@@ -357,7 +360,7 @@ def test_invalid_artifact_refused_naming_file_and_key(tiny_qwen2_audio_dir, tiny
     from interventions.calibrate import load_artifact
 
     L, H = tiny_lm.spec.num_layers(tiny_lm.model), tiny_lm.spec.num_heads(tiny_lm.model)
-    cal = write_artifact(tmp_path / "bad", tiny_qwen2_audio_dir, L, H, **{key: value})
+    cal = write_artifact(tmp_path / "bad", tiny_qwen2_audio_dir, L, H, tiny_lm.identity, **{key: value})
     js = str(cal / "calibration.json")
     with pytest.raises(ValueError, match=msg) as e:
         load_artifact(cal, num_layers=L, num_heads=H)
