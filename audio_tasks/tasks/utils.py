@@ -48,6 +48,13 @@ def doc_to_audio(doc: dict) -> list:
     return [doc["audio"]]
 
 
+def doc_to_target(doc: dict) -> str:
+    """The gold answer as scored: the gold choice's text (the label for P1/P2, the letter for lettered options),
+    so ``--log_samples`` records ``target`` as ``"female"`` / ``"b"`` rather than the index ``0``.  Metrics use
+    ``doc["gold"]`` (``process_results``), never this string."""
+    return str(doc["choices"][int(doc["gold"])])
+
+
 def _predictions(results) -> tuple[int, int]:
     lls = [float(ll) for ll, _ in results]
     first = [float(getattr(ll, "first_token_logprob", float(ll))) for ll, _ in results]
