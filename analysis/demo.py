@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     # 1. calibration (calibration split of the demo tasks) + sweep figure with random-head controls
     base = f"device={args.device},dtype=float32" + (f",pretrained={args.pretrained}" if args.pretrained else "")
     cal_dir = out / "calibration"
-    rc = _analysis(["calibrate", "--model_args", base, "--tasks", ",".join(TASKS), "--kinds", "layer_guided",
+    # K=4 of the reference model's 16 heads (the default K=20 would take them all, and random head sets with them)
+    rc = _analysis(["calibrate", "--model_args", f"{base},K=4", "--tasks", ",".join(TASKS), "--kinds", "layer_guided",
                     "--limit", str(args.calibration_limit), "--batch_size", str(args.batch_size),
                     "--random_controls", str(args.random_controls), "--no_progress", "--out", str(cal_dir)])
     if rc != 0 or not (cal_dir / "calibration.json").exists():

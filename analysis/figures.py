@@ -153,13 +153,14 @@ def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position:
             if n > 0 and np.isfinite(y).any():
                 a.plot(x[: len(y)], y, color=color, marker="." if side == "left" else "x",
                        ls="-" if side == "left" else "--")
-                a.text(0.02 if side == "left" else 0.98, 0.97, f"n={n}", transform=a.transAxes, color=color,
-                       ha=side, va="top", fontsize=7)
+                if np.nanmax(y) - np.nanmin(y) < 1e-9:  # a flat line: show it on the score's own 0..1 scale
+                    a.set_ylim(-0.02, 1.02)
+                a.set_ylabel(f"score, {what} (n={n})", color=color, fontsize=8)
             else:
                 a.set_yticks([])
                 a.text(0.5, 0.62 if side == "left" else 0.38, f"no {what} samples", transform=a.transAxes,
                        ha="center", va="center", color=color, fontsize=8)
-            a.set_ylabel(f"score, {what}", color=color, fontsize=8)
+                a.set_ylabel(f"score, {what} (none)", color=color, fontsize=8)
             a.tick_params(axis="y", colors=color, labelsize=7)
             a.spines[side].set_color(color)
             a.spines[side].set_linewidth(1.5)
@@ -263,10 +264,15 @@ def head_corr(r: Sequence[Sequence[float]], specialists: Sequence[Mapping[str, A
     im = ax.imshow(R, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
                    extent=(-0.5, H - 0.5, L + 0.5, 0.5))
     if specialists:
-        ax.scatter([s["head"] for s in specialists], [s["layer"] for s in specialists], marker="s",
-                   facecolors="none", edgecolors="black", linewidths=1.5, s=140,
-                   label=f"specialist heads (K={len(specialists)})")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
+        from matplotlib.patches import Rectangle
+
+        for sp in specialists:  # the whole cell outlined, black under white: visible on any colour
+            for color, lw in (("black", 3.0), ("white", 1.2)):
+                ax.add_patch(Rectangle((sp["head"] - 0.45, sp["layer"] - 0.45), 0.9, 0.9, fill=False,
+                                       edgecolor=color, linewidth=lw))
+        key = Rectangle((0, 0), 1, 1, fill=False, edgecolor="black", linewidth=2.0,
+                        label=f"specialist heads (K={len(specialists)})")
+        ax.legend(handles=[key], loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
     from matplotlib.ticker import MaxNLocator
 
     if H <= 40:
@@ -397,4 +403,6 @@ def sweep_figures(artifact: Mapping[str, Any], controls: Mapping[str, Any] | Non
     if not spec and not rand and not extra:
         return []
     name = _short((artifact.get("meta") or {}).get("model_id", ""))
-    return save_figure(sweep(spec, rand, f"{name}: steering strength (calibration split)", extra), out / "sweep")
+    K = (artifact.get("heads") or {}).get("K")
+    ks = f", K={K} heads" if K else ""
+    return save_figure(sweep(spec, rand, f"{name}: steering strength (calibration split{ks})", extra), out / "sweep")
