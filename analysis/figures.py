@@ -316,7 +316,7 @@ def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, 
         ax.plot(x, y, marker=".", ls="--", label=label)
     ax.set_xlabel("steering strength (alpha; lambda for enrich)")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)  # below: covers no line
     if title:
         ax.set_title(title)
     fig.tight_layout()

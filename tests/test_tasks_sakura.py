@@ -116,7 +116,7 @@ def test_table_i_prompts_render(task_manager, track):
         assert conts == [" " + lab for lab in LABELS[track]]
         assert doc["choices"] == LABELS[track]
         label = rows[0]["attribute_label"].strip()
-        assert target == LABELS[track].index(label) == doc["gold"]
+        assert LABELS[track].index(label) == doc["gold"] and target == label  # logged target: the gold choice
         assert doc["label"] == label and doc["doc_id"] == rows[0]["file"]
         assert audio == [str((SAMPLE / "data" / FOLDER[track] / "audio" / rows[0]["file"]).resolve())]
         # every doc's gold is its csv label
@@ -145,7 +145,7 @@ def test_lettered_render(task_manager, track, kind):
     assert doc["assistant_prefix"] == "The answer is ("
     assert ctx.endswith("The answer is (")
     assert conts == choices  # target delimiter "": the letter is the next token after "("
-    assert doc["options"] == texts and target == gold == doc["gold"]
+    assert doc["options"] == texts and gold == doc["gold"] and target == choices[gold]  # logged: the gold letter
 
 
 @needs_sample
