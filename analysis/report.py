@@ -35,7 +35,8 @@ def find_outputs(runs: Sequence[str | Path]) -> dict[str, list[Path]]:
 
 NUMBERS_NOTE = ("Numbers: fixed point with 3 decimals (p-values below 0.001 as `<0.001`); "
                 "`–` = no value: not defined for that row (no layer reached the critical-layer threshold, "
-                "no item left after exclusions, no track excluded) or not computed.")
+                "fewer than 3 rows for a correlation, no item left after exclusions, no track excluded) or "
+                "not computed.")
 
 
 def _fmt(v: Any, nd: int = 3, pvalue: bool = False) -> str:
