@@ -6,13 +6,17 @@ Everything runs on CPU in a few minutes, with no download: the synthetic SAKURA-
 
 Steps (outputs under ``DIR``):
 
-1. ``calibration/``: :func:`audio_tasks.calibration.run_calibration` on the *calibration* split of the demo tasks;
+1. ``calibration/``: ``python -m analysis calibrate`` (layer-guided steering, :func:`audio_tasks.calibration.run_calibration`)
+   on the *calibration* split of the demo tasks, with ``--random_controls`` random head sets for the sweep figure;
 2. ``lm_eval/none/`` and ``lm_eval/layer_guided/``: ``lm_eval.simple_evaluate`` (``log_samples``, written by
    ``EvaluationTracker`` exactly like ``--output_path``) on the *evaluation* split, without steering and with
    ``steer=layer_guided,calibration=DIR/calibration``;
 3. ``lens/``, ``trace/``, ``heads/``: the analyses of ``python -m analysis lens|trace|heads`` (skipped with a
    note when a module is not available);
-4. ``report.md``: ``python -m analysis report`` over the analysis folders, plus ``demo_summary.json``.
+4. ``report.md``: ``python -m analysis report`` over the calibration and analysis folders, plus ``demo_summary.json``.
+
+Every figure of the README's gallery (``docs/figures``) is one of this command's figures
+(``tests/test_readme_first_hour.py`` checks the names).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="documents per task for lens / trace / heads (default %(default)s)")
     p.add_argument("--calibration_limit", type=int, default=16,
                    help="calibration documents per task (default %(default)s)")
+    p.add_argument("--random_controls", type=int, default=3,
+                   help="random head sets swept next to the specialists in calibration/figures/sweep (default %(default)s)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--skip_analyses", action="store_true", help="only calibration + the two lm-eval runs")
     p.add_argument("--device", default="cpu")
@@ -88,17 +94,15 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     data_root = ensure_dataset()
     _step(f"synthetic dataset at {data_root}", t0)
 
-    # 1. calibration (calibration split of the demo tasks)
-    from audio_tasks.calibration import run_calibration
-    from audio_tasks.model import AudioLALM
-
+    # 1. calibration (calibration split of the demo tasks) + sweep figure with random-head controls
     base = f"device={args.device},dtype=float32" + (f",pretrained={args.pretrained}" if args.pretrained else "")
-    lm = AudioLALM(**({"pretrained": args.pretrained} if args.pretrained else {}), device=args.device,
-                   dtype="float32", steer="none")
     cal_dir = out / "calibration"
-    run_calibration(lm, TASKS, cal_dir, metadata={"split": "calibration"}, kinds=("layer_guided",),
-                    limit=args.calibration_limit, batch_size=args.batch_size, progress=False)
-    del lm
+    # K=4 of the reference model's 16 heads (the default K=20 would take them all, and random head sets with them)
+    rc = _analysis(["calibrate", "--model_args", f"{base},K=4", "--tasks", ",".join(TASKS), "--kinds", "layer_guided",
+                    "--limit", str(args.calibration_limit), "--batch_size", str(args.batch_size),
+                    "--random_controls", str(args.random_controls), "--no_progress", "--out", str(cal_dir)])
+    if rc != 0 or not (cal_dir / "calibration.json").exists():
+        raise SystemExit(f"demo: calibration failed (rc={rc})")
     _step(f"calibration written to {cal_dir}", t0)
 
     # 2. lm-eval without and with steering
@@ -110,7 +114,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         _step(f"lm-eval steer={name} -> {out / 'lm_eval' / name}", t0)
 
     # 3. analyses (if the modules exist)
-    folders = []
+    folders = [str(cal_dir)]
     if not args.skip_analyses:
         import importlib.util
 
@@ -135,6 +139,8 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
 
     # 4. report
     report = out / "report.md"
+    import importlib.util
+
     if folders and importlib.util.find_spec("analysis.report") is not None:
         try:
             rc = _analysis(["report", *folders, "--out", str(report)])

@@ -25,6 +25,20 @@ __all__ = ["save_figure", "layer_curves", "correct_wrong", "positions", "rr_laye
            "sweep", "lens_figures", "trace_figures", "heads_figures", "sweep_figures"]
 
 _RC = {"svg.hashsalt": "audio-lalm-lab", "svg.fonttype": "path", "figure.dpi": 100, "font.size": 9}
+PNG_DPI = 150
+"""PNG resolution (the SVG is resolution-free)."""
+TRACK_ORDER = ("gender", "language", "emotion", "animal")
+"""Panel order of every per-track figure (the papers' order); other tracks follow alphabetically."""
+
+
+def track_key(track: str) -> tuple[int, str]:
+    t = str(track or "").lower()
+    return (TRACK_ORDER.index(t) if t in TRACK_ORDER else len(TRACK_ORDER), t)
+
+
+def task_key(task: Mapping[str, Any]) -> tuple:
+    """Sort key of a task dict (track in :data:`TRACK_ORDER`, then prompt format, then name)."""
+    return (*track_key(task.get("track", "")), str(task.get("prompt") or ""), str(task.get("task", "")))
 
 
 def _plt():
@@ -46,7 +60,8 @@ def save_figure(fig: Any, stem: str | Path) -> list[Path]:
     with plt.rc_context(_RC):
         for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
             buf = io.BytesIO()
-            fig.savefig(buf, format=ext, metadata=meta, bbox_inches="tight")
+            fig.savefig(buf, format=ext, metadata=meta, bbox_inches="tight",
+                        **({"dpi": PNG_DPI} if ext == "png" else {}))
             paths.append(atomic_write_bytes(stem.with_suffix("." + ext), buf.getvalue()))
     plt.close(fig)
     return paths
@@ -59,18 +74,32 @@ def _int_x(ax) -> None:
 
 
 def _info_axes(ax) -> None:
-    """Common styling of an information-score-per-layer panel."""
+    """Common styling of an information-score-per-layer panel (the legend is shared, below the panels)."""
     _int_x(ax)
     ax.set_xlabel("layer")
     ax.set_ylabel("information score")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
 
 
-def _finish(fig, title: str = ""):
+def _shared_legend(fig, axes) -> None:
+    """One legend for all panels, below them, so it never covers a curve."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 5),
+                   fontsize=8, frameon=False)
+
+
+def _finish(fig, title: str = "", axes=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if axes is not None:
+        _shared_legend(fig, axes)
     return fig
 
 
@@ -91,7 +120,7 @@ def _grid(n: int, w: float = 3.4, h: float = 2.6):
 
 def layer_curves(tasks: Sequence[Mapping[str, Any]], title: str = "", position: str = "last") -> Any:
     """``tasks``: dicts with track, prompt, info {position: [I^l]}, n_labels."""
-    tracks = sorted({t["track"] for t in tasks})
+    tracks = sorted({t["track"] for t in tasks}, key=track_key)
     fig, axes = _grid(len(tracks))
     for ax, tr in zip(axes, tracks):
         for t in sorted((t for t in tasks if t["track"] == tr), key=lambda t: t["prompt"]):
@@ -101,34 +130,57 @@ def layer_curves(tasks: Sequence[Mapping[str, Any]], title: str = "", position: 
         ax.axhline(1.0 / nl, color="gray", ls=":", lw=1, label="chance")
         ax.set_title(tr)
         _info_axes(ax)
-    return _finish(fig, title)
+    return _finish(fig, title, axes[: len(tracks)])
 
 
 def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position: str = "last") -> Any:
-    fig, axes = _grid(len(tasks))
+    """AudioLens Fig. 3: information score of correct (left axis, green) and incorrect (right axis, red) items.
+
+    Each axis is coloured like its line (label, ticks, spine); a subset with no items says so in the panel instead
+    of drawing an empty axis."""
+    tasks = sorted(tasks, key=task_key)
+    fig, axes = _grid(len(tasks), w=4.4, h=3.0)
+    green, red = "tab:green", "tab:red"
     for ax, t in zip(axes, tasks):
         yc = _arr(t["info_correct"].get(position))
         yw = _arr(t["info_incorrect"].get(position))
-        x = np.arange(max(len(yc), len(yw)))
-        ax.plot(x[: len(yc)], yc, color="tab:green", marker=".", label=f"correct (n={t.get('n_correct', '?')})")
-        ax.set_ylabel("score (correct)", color="tab:green")
+        nc = int(t.get("n_correct", 0) or 0)
+        nw = int(t.get("n", 0) or 0) - nc
+        x = np.arange(max(len(yc), len(yw), 1))
         ax2 = ax.twinx()
-        nw = t.get("n", 0) - t.get("n_correct", 0)
-        ax2.plot(x[: len(yw)], yw, color="tab:red", marker=".", label=f"incorrect (n={nw})")
-        ax2.set_ylabel("score (incorrect)", color="tab:red")
+        for a, y, n, color, side, what in ((ax, yc, nc, green, "left", "correct"),
+                                           (ax2, yw, nw, red, "right", "incorrect")):
+            if n > 0 and np.isfinite(y).any():
+                a.plot(x[: len(y)], y, color=color, marker="." if side == "left" else "x",
+                       ls="-" if side == "left" else "--")
+                if np.nanmax(y) - np.nanmin(y) < 1e-9:  # a flat line: show it on the score's own 0..1 scale
+                    a.set_ylim(-0.02, 1.02)
+                a.set_ylabel(f"score, {what} (n={n})", color=color, fontsize=8)
+            else:
+                a.set_yticks([])
+                a.text(0.5, 0.62 if side == "left" else 0.38, f"no {what} samples", transform=a.transAxes,
+                       ha="center", va="center", color=color, fontsize=8)
+                a.set_ylabel(f"score, {what} (none)", color=color, fontsize=8)
+            a.tick_params(axis="y", colors=color, labelsize=7)
+            a.spines[side].set_color(color)
+            a.spines[side].set_linewidth(1.5)
         ax.set_title(t.get("task", ""))
         _int_x(ax)
         ax.set_xlabel("layer")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7)
+    fig.tight_layout(w_pad=2.5)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+        fig.tight_layout(w_pad=2.5)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=green, marker=".", label="correct items (left axis)"),
+               Line2D([], [], color=red, marker="x", ls="--", label="incorrect items (right axis)")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
     return fig
 
 
 def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    tasks = sorted(tasks, key=task_key)
     fig, axes = _grid(len(tasks))
     style = {"last": ("tab:pink", "last token"), "penultimate": ("tab:blue", "penultimate token"),
              "masked_last": ("tab:gray", "last token, audio masked")}
@@ -137,30 +189,41 @@ def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
             if k in t["info"]:
                 y = _arr(t["info"][k])
                 ax.plot(np.arange(len(y)), y, color=c, marker=".", label=lab)
-        ax.axhline(1.0 / t["n_labels"], color="black", ls=":", lw=1)
+        ax.axhline(1.0 / t["n_labels"], color="black", ls=":", lw=1, label="chance")
         ax.set_title(t.get("task", ""))
         _info_axes(ax)
-    return _finish(fig, title)
+    return _finish(fig, title, axes[: len(tasks)])
 
 
 def rr_layers(series: Mapping[str, Mapping[str, Any]], title: str = "") -> Any:
-    """``series``: label -> {"mean": [...], "sem": [...]} (RR for layers 1..L)."""
+    """``series``: label -> {"mean": [...], "sem": [...], "n": [...]} (RR for layers 1..L).
+
+    Shaded bands are ±1 standard error of the mean over the items that entered each layer's mean; the legend gives
+    each curve's n (items per layer; a range when exclusions differ by layer)."""
+    from matplotlib.patches import Patch
+
     plt = _plt()
     with plt.rc_context(_RC):
-        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    handles = []
     for label, st in series.items():
         y = _arr(st.get("mean"))
         x = np.arange(1, len(y) + 1)
-        ax.plot(x, y, marker=".", label=label)
+        ns = [int(v) for v in (st.get("n") or []) if v is not None]
+        ntxt = "" if not ns else (f" (n={ns[0]})" if min(ns) == max(ns) else f" (n={min(ns)}–{max(ns)})")
+        (line,) = ax.plot(x, y, marker=".", label=f"{label}{ntxt}")
+        handles.append(line)
         if st.get("sem"):
             e = np.nan_to_num(_arr(st["sem"]))
-            ax.fill_between(x, y - e, y + e, alpha=0.2)
+            ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color())
+    if any(st.get("sem") for st in series.values()):
+        handles.append(Patch(color="gray", alpha=0.3, label="shaded: ±1 SEM"))
     ax.axhline(0, color="gray", lw=0.8)
     ax.axhline(1, color="gray", lw=0.8, ls=":")
     _int_x(ax)
     ax.set_xlabel("layer")
-    ax.set_ylabel("recovery rate")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("recovery rate (mean ± SEM)")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -190,19 +253,36 @@ def token_heatmap(matrix: Sequence[Sequence[Any]], row_labels: Sequence[str], ti
 
 
 def head_corr(r: Sequence[Sequence[float]], specialists: Sequence[Mapping[str, Any]] = (), title: str = "") -> Any:
+    """Layers x heads map of the point-biserial r; specialists boxed.  Every head and layer is labelled up to 40
+    of each; the figure grows with the model (at least 6.4 x 4.8 in, 150 dpi PNG)."""
     plt = _plt()
     R = np.asarray(r, dtype=float)
+    L, H = R.shape if R.ndim == 2 else (0, 0)
     with plt.rc_context(_RC):
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.22 * R.shape[1] + 2.5), max(3.0, 0.18 * R.shape[0] + 1.5)))
+        fig, ax = plt.subplots(figsize=(max(6.4, 0.32 * H + 3.0), max(4.8, 0.28 * L + 2.0)))
     vmax = float(np.nanmax(np.abs(R))) if R.size and np.nanmax(np.abs(R)) > 0 else 1.0
     im = ax.imshow(R, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
-                   extent=(-0.5, R.shape[1] - 0.5, R.shape[0] + 0.5, 0.5))
-    for s in specialists:
-        ax.scatter([s["head"]], [s["layer"]], marker="s", facecolors="none", edgecolors="black", s=40)
+                   extent=(-0.5, H - 0.5, L + 0.5, 0.5))
+    if specialists:
+        from matplotlib.patches import Rectangle
+
+        for sp in specialists:  # the whole cell outlined, black under white: visible on any colour
+            for color, lw in (("black", 3.0), ("white", 1.2)):
+                ax.add_patch(Rectangle((sp["head"] - 0.45, sp["layer"] - 0.45), 0.9, 0.9, fill=False,
+                                       edgecolor=color, linewidth=lw))
+        key = Rectangle((0, 0), 1, 1, fill=False, edgecolor="black", linewidth=2.0,
+                        label=f"specialist heads (K={len(specialists)})")
+        ax.legend(handles=[key], loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if H <= 40:
+        ax.set_xticks(range(H))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if L <= 40:
+        ax.set_yticks(range(1, L + 1))
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     fig.colorbar(im, ax=ax, label="point-biserial r (audio mass vs correct)")
@@ -236,7 +316,7 @@ def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, 
         ax.plot(x, y, marker=".", ls="--", label=label)
     ax.set_xlabel("steering strength (alpha; lambda for enrich)")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)  # below: covers no line
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -247,7 +327,15 @@ def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, 
 
 
 def _short(model: str) -> str:
-    return Path(str(model).rstrip("/")).name or str(model)
+    """The name a figure title gives a model: ``audio-lalm-reference`` for the embedded model, the folder name of
+    a local checkpoint, else the hub id as given."""
+    from audio_tasks.reference import model_name
+
+    name = model_name(str(model) if model else None) if model else ""
+    if not name:
+        return "unknown model"
+    p = Path(name.rstrip("/"))
+    return p.name if p.is_absolute() or p.exists() else name
 
 
 def lens_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
@@ -266,10 +354,13 @@ def lens_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
 def trace_figures(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
     """RR vs layer (all models/tasks in one plot) and one token x layer heatmap per model x task."""
     out = Path(out_dir)
-    series, paths = {}, []
+    series, paths, models = {}, [], []
     for sm in summaries:
         model = _short(sm.get("meta", {}).get("model", ""))
-        for task, st in sm["tasks"].items():
+        models.append(model)
+        fs = model.replace("/", "__")
+        tasks = sorted(sm["tasks"].items(), key=lambda kv: task_key({"task": kv[0], **kv[1]}))
+        for task, st in tasks:
             if st.get("layer"):
                 series[f"{model} {task}" if len(summaries) > 1 else task] = st["layer"]
             pos = st.get("positions")
@@ -277,16 +368,18 @@ def trace_figures(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path) -
                 labels = pos["tokens"] if pos.get("tokens") else [str(p) for p in pos["rel_positions"]]
                 if pos.get("segments"):
                     labels = [f"{t} [{s}]" for t, s in zip(labels, pos["segments"])]
-                stem = f"trace_tokens_{task}" if len(summaries) == 1 else f"trace_tokens_{model}_{task}"
-                paths += save_figure(token_heatmap(pos["mean"], labels, f"{model} {task}: token-wise RR"), out / stem)
+                stem = f"trace_tokens_{task}" if len(summaries) == 1 else f"trace_tokens_{fs}_{task}"
+                paths += save_figure(token_heatmap(pos["mean"], labels, f"{model}: {task}, token-wise RR"), out / stem)
             segs = st.get("segments")
             if segs:
                 names = list(segs)
-                stem = f"trace_segments_{task}" if len(summaries) == 1 else f"trace_segments_{model}_{task}"
+                stem = f"trace_segments_{task}" if len(summaries) == 1 else f"trace_segments_{fs}_{task}"
                 paths += save_figure(token_heatmap([segs[k]["mean"] for k in names], names,
-                                                   f"{model} {task}: RR by segment"), out / stem)
+                                                   f"{model}: {task}, RR by segment"), out / stem)
     if series:
-        paths += save_figure(rr_layers(series, "layer-wise tracing"), out / "trace_rr_layers")
+        who = ", ".join(dict.fromkeys(models))
+        paths += save_figure(rr_layers(series, f"{who}: layer-wise recovery rate (silence baseline)"),
+                             out / "trace_rr_layers")
     return paths
 
 
@@ -310,4 +403,6 @@ def sweep_figures(artifact: Mapping[str, Any], controls: Mapping[str, Any] | Non
     if not spec and not rand and not extra:
         return []
     name = _short((artifact.get("meta") or {}).get("model_id", ""))
-    return save_figure(sweep(spec, rand, f"{name}: steering strength (calibration split)", extra), out / "sweep")
+    K = (artifact.get("heads") or {}).get("K")
+    ks = f", K={K} heads" if K else ""
+    return save_figure(sweep(spec, rand, f"{name}: steering strength (calibration split{ks})", extra), out / "sweep")

@@ -33,24 +33,36 @@ def find_outputs(runs: Sequence[str | Path]) -> dict[str, list[Path]]:
     return found
 
 
-def _fmt(v: Any, nd: int = 3) -> str:
+NUMBERS_NOTE = ("Numbers: fixed point with 3 decimals (p-values below 0.001 as `<0.001`); "
+                "`–` = no value: not defined for that row (no layer reached the critical-layer threshold, "
+                "fewer than 3 rows for a correlation, no item left after exclusions, no track excluded) or "
+                "not computed.")
+
+
+def _fmt(v: Any, nd: int = 3, pvalue: bool = False) -> str:
+    """One number format for every table: fixed point, ``nd`` decimals (no scientific notation)."""
     if v is None:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        if math.isnan(v):
+        if math.isnan(v) or math.isinf(v):
             return "–"
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-            return f"{v:.2e}"
-        return f"{v:.{nd}f}"
+        if pvalue and 0 < v < 10 ** -nd:
+            return f"<{10 ** -nd:.{nd}f}"
+        out = f"{v:.{nd}f}"
+        return out[1:] if out.startswith("-") and float(out) == 0 else out  # no "-0.000"
     return str(v)
+
+
+def _is_p(col: str) -> bool:
+    return col == "p" or col.startswith("p ")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
-        out.append("| " + " | ".join(_fmt(v) for v in r) + " |")
+        out.append("| " + " | ".join(_fmt(v, pvalue=_is_p(h)) for h, v in zip(header, r)) + " |")
     return out + [""]
 
 
@@ -139,8 +151,11 @@ def _heads(f: Path, base: Path) -> list[str]:
 
 def _calibration(f: Path, base: Path) -> list[str]:
     art = json.loads(f.read_text())
-    lines = [f"### Calibration — `{_rel(f.parent, base)}`", "", _meta_line({**art.get("meta", {}),
-                                                                             "model": art.get("meta", {}).get("model_id")}), ""]
+    from audio_tasks.reference import model_name
+
+    model = art.get("meta", {}).get("model_id")
+    lines = [f"### Calibration — `{_rel(f.parent, base)}`", "",
+             _meta_line({**art.get("meta", {}), "model": model_name(model) if model else model}), ""]
     rows = []
     if art.get("enrich"):
         e = art["enrich"]
@@ -184,7 +199,8 @@ def build_report(runs: Sequence[str | Path], report_path: str | Path) -> str:
     report_path = Path(report_path)
     base = report_path.parent
     found = find_outputs(runs)
-    lines = ["# Analysis report", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
+    lines = ["# Analysis report", "", "Runs (relative to this report): "
+             + ", ".join(f"`{_rel(Path(r).resolve(), base.resolve())}`" for r in runs), "", NUMBERS_NOTE, ""]
     sections = (("lens", "Logit lens (AudioLens)", _lens), ("critical", "Critical layers", _critical),
                 ("trace", "Causal tracing", _trace), ("heads", "Audio-specialist heads", _heads),
                 ("calibration", "Calibration", _calibration))

@@ -5,8 +5,9 @@ Layout written by ``lm_eval.loggers.EvaluationTracker`` (0.4.13)::
     DIR/<model_name_sanitized>/results_<date_id>.json
     DIR/<model_name_sanitized>/samples_<task>_<date_id>.jsonl      (one per task, only with --log_samples)
 
-``model_name_sanitized`` comes from ``pretrained=`` (``/`` -> ``__``) or is a random 8-character id when the
-model args carry no ``pretrained``; ``date_id`` is ``datetime.now().isoformat()`` with ``:`` -> ``-`` and is
+``model_name_sanitized`` comes from ``pretrained=`` (``/`` -> ``__``); without ``pretrained`` it is
+``audio-lalm-reference`` for ``audio_lalm`` (the embedded model, named by ``audio_tasks._startup``) and a random
+8-character id for other lm-eval models; ``date_id`` is ``datetime.now().isoformat()`` with ``:`` -> ``-`` and is
 shared by the results file and its samples files. ``results["config"]["model_args"]`` is the string given to
 ``simple_evaluate`` or, from the ``lm-eval run`` CLI, a dict.
 
@@ -49,7 +50,7 @@ __all__ = [
     "split_model_args",
 ]
 
-EMBEDDED_MODEL = "<embedded reference>"
+from audio_tasks.reference import REFERENCE_MODEL_NAME as EMBEDDED_MODEL  # noqa: E402  "audio-lalm-reference"
 """Model id used when the model args carry no ``pretrained=`` (the model's built-in default checkpoint)."""
 
 NON_INTERVENTION_KEYS = frozenset(

@@ -15,7 +15,7 @@ Commands (``python -m analysis <command> -h`` for all options)::
     leaderboard, regress, demo   provided by analysis.leaderboard / analysis.regress / analysis.demo
 
 Model commands share ``--model_args`` (parsed like lm-eval's and passed to ``audio_tasks.model.AudioLALM``,
-the one model-loading path), ``--tasks``, ``--metadata``, ``--split``, ``--limit``, ``--batch_size``, ``--out``.
+the one model-loading path; default empty = the embedded reference model, as ``lm_eval --model audio_lalm``), ``--tasks``, ``--metadata``, ``--split``, ``--limit``, ``--batch_size``, ``--out``.
 
 Outputs (every summary JSON has ``meta``: analysis, model, revision, model_args, dtype, tasks, split, seed,
 split_seed, metadata, limit, package_version, prompt_formats, num_layers, num_heads):
@@ -178,6 +178,19 @@ def _progress(args) -> bool:
     return not getattr(args, "no_progress", False)
 
 
+def _announce(args, what: str, items: Sequence[Any], store: "RecordStore", out: Path,
+              keys: Sequence[str] | None = None) -> None:
+    """One line before a long loop: how many items, how many already done (resumed), where records go."""
+    if not _progress(args):
+        return
+    keys = list(keys) if keys is not None else [item_key(it) for it in items]
+    done = sum(store.done(k) for k in keys)
+    tasks = list(dict.fromkeys(it.meta["task"] for it in items))
+    print(f"{what}: {len(items)} items of {len(tasks)} task(s) ({', '.join(tasks)}), "
+          f"{done} already in {store.path.relative_to(out) if store.path.is_relative_to(out) else store.path}; "
+          f"batch size {getattr(args, 'batch_size', 1)}", file=sys.stderr, flush=True)
+
+
 # ---- model and items ----------------------------------------------------------------------------------------
 
 
@@ -231,7 +244,8 @@ def run_meta(lm, args, analysis: str, **extra) -> dict[str, Any]:
     from analysis.critical import parse_task
 
     md = parse_metadata(args.metadata)
-    return {"analysis": analysis, "model": lm.pretrained, "revision": lm.revision, "model_args": args.model_args,
+    return {"analysis": analysis, "model": getattr(lm, "model_name", lm.pretrained), "model_path": lm.pretrained,
+            "revision": lm.revision, "model_args": args.model_args,
             "dtype": str(lm.engine.dtype).replace("torch.", ""), "tasks": _tasks(args),
             "split": getattr(args, "split", None), "seed": args.seed, "split_seed": md.get("split_seed", 0),
             "metadata": md, "limit": args.limit, "package_version": package_version(),
@@ -297,12 +311,14 @@ def cmd_lens(args) -> int:
                   args.overwrite, ["lens_records.jsonl"])
     store = RecordStore(out / "lens_records.jsonl")
     keys = [item_key(it) for it in items]
-    bar = tqdm(total=len(items), desc="lens", disable=not _progress(args))
+    _announce(args, "lens", items, store, out)
+    bar = tqdm(total=len(items), desc="lens", unit="item", disable=not _progress(args))
+    bar.update(sum(store.done(k) for k in keys))
     for chunk in _chunks(items, args.batch_size):
         ck = [item_key(it) for it in chunk]
         if all(store.done(k) for k in ck):
-            bar.update(len(chunk))
             continue
+        bar.set_postfix_str(chunk[0].meta["task"], refresh=True)
         res = lens.lens_batch(engine, chunk, masked=not args.no_masked)
         for it, k, r in zip(chunk, ck, res):
             if store.done(k):
@@ -311,7 +327,7 @@ def cmd_lens(args) -> int:
             store.add({"key": k, **item_fields(it), "choice_ids": r.choice_ids, "tokens": r.tokens,
                        "pred": int(np.argmax(lp_last)), "correct": int(np.argmax(lp_last)) in item_golds(it),
                        "logp": {name: arr.tolist() for name, arr in r.logp.items()}})
-        bar.update(len(chunk))
+            bar.update(1)
     bar.close()
     summary = lens_summary(store.ordered(keys), run_meta(lm, args, "lens"), alpha=args.alpha,
                            exclude_tracks=args.exclude_track)
@@ -478,17 +494,19 @@ def cmd_heads(args) -> int:
     for split in ("calibration", "evaluation"):
         items = split_items[split]
         keys = [item_key(it, f"{split}|") for it in items]
-        bar = tqdm(total=len(items), desc=f"heads ({split})", disable=not _progress(args))
+        _announce(args, f"heads ({split} split)", items, store, out, keys)
+        bar = tqdm(total=len(items), desc=f"heads ({split})", unit="item", disable=not _progress(args))
+        bar.update(sum(store.done(k) for k in keys))
         for chunk in _chunks(list(zip(items, keys)), args.batch_size):
             if all(store.done(k) for _, k in chunk):
-                bar.update(len(chunk))
                 continue
             its = [it for it, _ in chunk]
+            bar.set_postfix_str(its[0].meta["task"], refresh=True)
             data = collect(lm.engine, its, batch_size=len(its), attention=True, silence=True, heads=False)
             for (it, k), rec in zip(chunk, heads.records_from_collect(data, its)):
                 if not store.done(k):
                     store.add({"key": k, "split": split, **item_fields(it), **rec})
-            bar.update(len(chunk))
+                    bar.update(1)
         bar.close()
         split_recs[split] = store.ordered(keys)
     sm = heads.heads_summary(split_recs["calibration"], split_recs["evaluation"], K=args.K, n_random=args.n_random)
@@ -614,8 +632,10 @@ def _demo(argv: Sequence[str]) -> int:
 
 
 def _common(p: argparse.ArgumentParser, split_default: str | None = "all", split: bool = True) -> None:
-    p.add_argument("--model_args", required=True,
-                   help="comma-separated key=value model arguments, as lm-eval's (pretrained=...,dtype=...)")
+    p.add_argument("--model_args", default="",
+                   help="comma-separated key=value model arguments, as lm-eval's (pretrained=...,dtype=...); "
+                        "default: none, i.e. the embedded reference model (audio-lalm-reference), as "
+                        "`lm_eval --model audio_lalm` without --model_args")
     p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names (e.g. sakura_gender)")
     p.add_argument("--metadata", nargs="+", default=None,
                    help='task metadata as lm-eval takes it: a JSON object (\'{"data_root": "..."}\') or key=value')

@@ -7,7 +7,10 @@ sakura_gender`` work right after ``pip install`` without ``--include_path``:
   ``audio_lalm`` model is registered *after* lm-eval's own models, as a lazy placeholder — so
   built-in models stay visible and torch is not imported at interpreter start;
 * when ``lm_eval.tasks.manager`` is imported, ``TaskManager`` is wrapped so that every task
-  manager also indexes this package's task folder.
+  manager also indexes this package's task folder;
+* when ``lm_eval.loggers.evaluation_tracker`` is imported, an ``audio_lalm`` run without ``pretrained=`` (the
+  embedded reference model) is named ``audio-lalm-reference`` (output folder and ``model_name`` in the results
+  JSON) instead of lm-eval's random 8-character id.
 
 Set ``AUDIO_LALM_NO_AUTOREGISTER=1`` to switch it off.  Importing this module is cheap: it only
 installs an import hook (no torch, no lm-eval import).
@@ -21,7 +24,7 @@ import os
 import sys
 
 ENV_OFF = "AUDIO_LALM_NO_AUTOREGISTER"
-_WATCHED = {"lm_eval.models", "lm_eval.tasks.manager"}
+_WATCHED = {"lm_eval.models", "lm_eval.tasks.manager", "lm_eval.loggers.evaluation_tracker"}
 
 
 def tasks_dir() -> str:
@@ -53,12 +56,33 @@ def patch_task_manager(module) -> None:
     TM._audio_lalm_patched = True
 
 
+def patch_tracker(module) -> None:
+    """Name the embedded reference model in lm-eval's results (folder + ``model_name``)."""
+    GC = module.GeneralConfigTracker
+    if getattr(GC, "_audio_lalm_patched", False):
+        return
+    orig = GC.log_experiment_args
+
+    def log_experiment_args(self, model_source, model_args, *args, **kwargs):
+        orig(self, model_source, model_args, *args, **kwargs)
+        if model_source == "audio_lalm" and not GC._get_model_name(model_args):
+            from audio_tasks.reference import REFERENCE_MODEL_NAME
+
+            self.model_name = REFERENCE_MODEL_NAME
+            self.model_name_sanitized = module.sanitize_model_name(REFERENCE_MODEL_NAME)
+
+    GC.log_experiment_args = log_experiment_args
+    GC._audio_lalm_patched = True
+
+
 def _after_import(name: str, module) -> None:
     try:
         if name == "lm_eval.models":
             register_model()
         elif name == "lm_eval.tasks.manager":
             patch_task_manager(module)
+        elif name == "lm_eval.loggers.evaluation_tracker":
+            patch_tracker(module)
     except Exception as e:  # never break lm-eval because of us
         print(f"audio_lalm: auto-registration failed: {e}", file=sys.stderr)
 

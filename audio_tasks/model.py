@@ -147,6 +147,9 @@ class AudioLALM(LM):
                 raise FileNotFoundError(f"no pretrained given and the embedded reference model is missing at "
                                         f"{REFERENCE_MODEL_DIR}")
             log.info("audio_lalm: no pretrained given, using the embedded reference model %s", REFERENCE_MODEL_DIR)
+        from audio_tasks.reference import model_name
+
+        self.model_name = model_name(pretrained)  # "audio-lalm-reference" for the embedded model
         self.revision = kwargs.get("revision")
         self.trust_remote_code = _bool(kwargs.get("trust_remote_code", False))
 
@@ -427,6 +430,9 @@ class AudioLALM(LM):
             prompt = self.render(g["context"], req.doc, len(clips))
             if g["aux"] is not None:
                 g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
+            if prompt != g["context"]:  # --log_samples' context (arg_0) = the text the model saw
+                for r in g["reqs"]:
+                    requests[r].arguments = (prompt, *requests[r].args[1:])
             cont_ids = []
             for c in g["conts"]:
                 # Split at the text level, before placeholders are expanded.

@@ -90,7 +90,7 @@ def test_json_tasks_render(tmp_path):
             ctx, conts, target, audio = render(task, doc)
             letters = list("ABCDEFGH"[:len(rec["choices"])])
             assert conts == letters == doc["choices"]
-            assert target == rec["choices"].index(rec["answer"]) == doc["gold"]
+            assert rec["choices"].index(rec["answer"]) == doc["gold"] and target == doc["choices"][doc["gold"]]
             assert doc["label"] == rec["answer"]
             listing = "\n".join(f"({a}) {c}" for a, c in zip(letters, rec["choices"]))
             assert doc["user_prompt"] == rec["question"] + "\n" + listing
@@ -101,7 +101,7 @@ def test_json_tasks_render(tmp_path):
             cat = rec["category"]
             assert doc["category"] == (cat[0] if isinstance(cat, list) else cat)
             if doc["doc_id"] == FIRST_ID:
-                assert doc["user_prompt"] == FIRST_PROMPT and conts == ["A", "B", "C", "D"] and target == 0
+                assert doc["user_prompt"] == FIRST_PROMPT and conts == ["A", "B", "C", "D"] and target == "A"
     assert seen == set(ids)
 
 
@@ -194,7 +194,7 @@ def test_hf_copy(tmp_path, monkeypatch):
     doc = docs[0]
     ctx, conts, target, audio = render(task, doc)
     assert doc["user_prompt"] == "Which source?\n(A) Dog\n(B) Cat\n(C) Car\n(D) Bird"
-    assert conts == ["A", "B", "C", "D"] and target == 2 and doc["label"] == "Car"
+    assert conts == ["A", "B", "C", "D"] and target == "C" and doc["gold"] == 2 and doc["label"] == "Car"
     assert doc["difficulty"] == "easy" and doc["sub_category"] == "Sub" and doc["category"] == "Reasoning"
     assert audio == [doc["audio"]] and doc["audio"].startswith(str(tmp_path / "cache"))
     data, sr = sf.read(doc["audio"], dtype="float32")

@@ -118,7 +118,7 @@ def test_table_i_prompts_render(task_manager, track):
         by_file = {r["file"]: r for r in rows}
         row = by_file[doc["doc_id"]]  # docs come in the label-balanced order, not the csv's
         label = row["attribute_label"].strip()
-        assert target == LABELS[track].index(label) == doc["gold"]
+        assert LABELS[track].index(label) == doc["gold"] and target == label  # logged target: the gold choice
         assert doc["label"] == label
         assert audio == [str((SAMPLE / "data" / FOLDER[track] / "audio" / row["file"]).resolve())]
         # every doc's gold is its csv label; the default set is every clip of the track
@@ -148,7 +148,7 @@ def test_lettered_render(task_manager, track, kind):
     assert doc["assistant_prefix"] == "The answer is ("
     assert ctx.endswith("The answer is (")
     assert conts == choices  # target delimiter "": the letter is the next token after "("
-    assert doc["options"] == texts and target == gold == doc["gold"]
+    assert doc["options"] == texts and gold == doc["gold"] and target == choices[gold]  # logged: the gold letter
 
 
 @needs_sample

@@ -60,6 +60,13 @@ class NonFiniteScoreError(ValueError):
     """A choice's score is NaN or infinite: no accuracy may be computed from it."""
 
 
+def doc_to_target(doc: dict) -> str:
+    """The gold answer as scored: the gold choice's text (the label for P1/P2, the letter for lettered options),
+    so ``--log_samples`` records ``target`` as ``"female"`` / ``"b"`` rather than the index ``0``.  Metrics use
+    ``doc["gold"]`` (``process_results``), never this string."""
+    return str(doc["choices"][int(doc["gold"])])
+
+
 def _predictions(results, doc: dict | None = None) -> tuple[int, int]:
     lls = [float(ll) for ll, _ in results]
     first = [float(getattr(ll, "first_token_logprob", float(ll))) for ll, _ in results]

@@ -9,6 +9,7 @@ the generated folder.
 from audio_tasks.tasks.utils import (  # noqa: F401
     balanced_accuracy,
     doc_to_audio,
+    doc_to_target,
     mean_skip_none,
     process_results,
     sakura_dataset,

@@ -3,6 +3,7 @@
 from audio_tasks.tasks.utils import (  # noqa: F401
     balanced_accuracy,
     doc_to_audio,
+    doc_to_target,
     mean_skip_none,
     mmau_dataset,
     process_results,
