@@ -61,12 +61,18 @@ def task_requests(task: Any, limit: int | None = None, apply_chat_template: bool
     return list(task.instances)
 
 
-def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
+def task_items(engine: Any, task_names: Iterable[str], *, split: str | None = None,
                metadata: dict[str, Any] | None = None, limit: int | None = None) -> list[Any]:
     """MCItems (see interventions.scoring) for the docs of the given tasks.
 
+    ``engine``: an :class:`interventions.engine.Engine` (``interventions.load_engine``), or an object with an
+    ``engine`` attribute (``AudioLALM``); items come from ``audio_tasks.requests.build_items``.
+
     ``item.meta`` holds task, doc_id, doc, gold (index), choices (strings) and the rendered prompt.
     """
+    from audio_tasks.requests import build_items
+
+    engine = getattr(engine, "engine", engine)
     md = dict(metadata or {})
     if split:
         md["split"] = split
@@ -75,7 +81,7 @@ def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
     items = []
     for name in sorted(tasks, key=lambda n: (order.get(n, len(order)), n)):
         task = tasks[name]
-        its = lm._build_items(task_requests(task, limit=limit))
+        its = build_items(engine, task_requests(task, limit=limit))
         for it in its:
             doc = it.meta["doc"]
             gold = task.doc_to_target(doc)

@@ -9,11 +9,9 @@ details come from :mod:`interventions.specs`; interventions from :mod:`intervent
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +20,13 @@ from lm_eval.api.model import LM
 from tqdm import tqdm
 
 from interventions.config import STEER_KEYS, SteerConfig
+from interventions.loader import load_model, reference_model_dir, resolve_dtype as _dtype  # noqa: F401 (re-exported)
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
 __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 
-REFERENCE_MODEL_DIR = Path(__file__).parent / "reference" / "model"
+REFERENCE_MODEL_DIR = reference_model_dir()
 
 MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
               "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix") + STEER_KEYS
@@ -39,68 +38,10 @@ def _bool(v: Any) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
-def _dtype(name: Any, device: str):
-    import torch
-
-    if name in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(name, torch.dtype):
-        return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if str(name) not in table:
-        raise ValueError(f"dtype={name!r}; valid: auto, {', '.join(table)}")
-    return table[str(name)]
-
-
-def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "auto", device: str = "cpu",
-               attn_implementation: str | None = None, trust_remote_code: bool = False, parallelize: bool = False):
-    """Load (model, processor, spec) for any architecture with a spec: the one loading path."""
-    import transformers
-    from transformers import AutoConfig, AutoProcessor
-
-    from interventions.specs import spec_for_config
-
-    config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
-    spec = spec_for_config(config)
-    import importlib
-
-    for mod in spec.processor_imports:  # offline processor classes a checkpoint may name (data in the spec)
-        importlib.import_module(mod)
-    cls = getattr(transformers, spec.model_class)
-    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
-                              "dtype": _dtype(dtype, device)}
-    if attn_implementation:
-        kwargs["attn_implementation"] = (json.loads(attn_implementation) if str(attn_implementation).startswith("{")
-                                         else {spec.text_config: attn_implementation})
-    if parallelize:
-        kwargs["device_map"] = "auto"
-    model = cls.from_pretrained(pretrained, **kwargs)
-    if not parallelize:
-        model.to(device)
-    model.eval()
-    processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
-    tok = getattr(processor, "tokenizer", None)
-    if tok is not None:
-        tok.padding_side = "left"
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-    return model, processor, spec
-
-
 def _audio_identity(aux: dict[str, Any] | None) -> str:
-    """A key telling requests with the same audio apart from others (paths by name, arrays by content)."""
+    from audio_tasks.requests import audio_identity
 
-    def one(o: Any) -> str:
-        if isinstance(o, str):
-            return o
-        if isinstance(o, dict) and o.get("array") is None:
-            return str(o.get("path")) + hashlib.md5(o.get("bytes") or b"").hexdigest()
-        arr = np.ascontiguousarray(o["array"] if isinstance(o, dict) else o, dtype=np.float32)
-        return hashlib.md5(arr.tobytes()).hexdigest()
-
-    items = (aux or {}).get("audio") or []
-    return "|".join(one(o) for o in (items if isinstance(items, (list, tuple)) else [items]))
+    return audio_identity(aux)
 
 
 class AudioLALM(LM):
@@ -117,7 +58,7 @@ class AudioLALM(LM):
         self.steer_cfg = SteerConfig.from_kwargs(kwargs)
         import torch
 
-        from interventions.engine import Engine
+        from interventions.loader import load_engine
 
         self.pretrained = str(pretrained) if pretrained else str(REFERENCE_MODEL_DIR)
         if not pretrained:
@@ -152,11 +93,11 @@ class AudioLALM(LM):
         if self.share_prefix not in ("auto", "true", "false"):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
 
-        self.model, self.processor, self.spec = load_model(
+        self.engine = load_engine(
             self.pretrained, revision=self.revision, dtype=kwargs.get("dtype", "auto"), device=self._device,
             attn_implementation=kwargs.get("attn_implementation"), trust_remote_code=self.trust_remote_code,
             parallelize=_bool(kwargs.get("parallelize", False)))
-        self.engine = Engine(self.model, self.processor, self.spec)
+        self.model, self.processor, self.spec = self.engine.model, self.engine.processor, self.engine.spec
         self.tokenizer = self.engine.tokenizer
         L, H = self.spec.num_layers(self.model), self.spec.num_heads(self.model)
         self.steer_cfg.validate_against(L, H)
@@ -235,87 +176,26 @@ class AudioLALM(LM):
 
     # ---- request parsing --------------------------------------------------------------------
     def _clips(self, aux: dict[str, Any] | None, where: str) -> list[np.ndarray]:
-        from audio_tasks.audio import load_audio, warn_if_truncated
+        from audio_tasks.requests import load_clips
 
-        if not aux or not aux.get("audio"):
-            return []
-        items = aux["audio"]
-        if not isinstance(items, (list, tuple)):
-            items = [items]
-        out = []
-        window = self.engine.audio_window_s
-        for it in items:
-            key = it if isinstance(it, str) else None
-            if key and key in self._audio_cache:
-                out.append(self._audio_cache[key])
-                continue
-            wav = load_audio(it, self.engine.sampling_rate, where=where)
-            warn_if_truncated(len(wav), self.engine.sampling_rate, window)
-            if window:
-                wav = wav[: int(window * self.engine.sampling_rate)]
-            if key:
-                self._audio_cache[key] = wav
-                while len(self._audio_cache) > 2048:
-                    self._audio_cache.popitem(last=False)
-            out.append(wav)
-        return out
+        return load_clips(self.engine, aux, where, self._audio_cache)
 
     def render(self, context: str, doc: Any, n_audio: int) -> str:
         """The exact prompt string fed to the processor."""
-        if n_audio == 0 or self._external_chat:
-            return context
-        if isinstance(doc, dict) and "user_prompt" in doc and "assistant_prefix" in doc:
-            return self.engine.render_chat(doc["user_prompt"], assistant_prefix=doc["assistant_prefix"],
-                                           n_audio=n_audio)
-        return self.engine.render_chat(context, n_audio=n_audio)
+        from audio_tasks.requests import render_prompt
+
+        return render_prompt(self.engine, context, doc, n_audio, external_chat=self._external_chat)
 
     def _split_continuation(self, prompt: str, continuation: str) -> list[int]:
-        """Continuation tokens as lm-eval's hf model splits them (trailing context spaces move
-        to the continuation; the boundary is taken from the tokenization of the whole string)."""
-        n_sp = len(prompt) - len(prompt.rstrip())
-        if n_sp:
-            continuation = prompt[-n_sp:] + continuation
-            prompt = prompt[:-n_sp]
-        whole = self.engine.encode_text(prompt + continuation)
-        ctx = self.engine.encode_text(prompt)
-        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-            return whole[len(ctx):]
-        return self.engine.encode_text(continuation)
+        from audio_tasks.requests import split_continuation
+
+        return split_continuation(self.engine, prompt, continuation)
 
     def _build_items(self, requests: list[Instance]):
-        from interventions.scoring import MCItem
+        """Requests -> MCItems (``audio_tasks.requests.build_items`` over this model's engine)."""
+        from audio_tasks.requests import build_items
 
-        groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
-        for idx, req in enumerate(requests):
-            args = req.args
-            context, continuation = args[0], args[1]
-            aux = args[2] if len(args) > 2 else None
-            key = (req.task_name, req.doc_id, context, _audio_identity(aux))
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
-            g["reqs"].append(idx)
-            g["conts"].append(continuation)
-        items = []
-        for key, g in groups.items():
-            req = g["req"]
-            where = f"task {req.task_name}, doc {req.doc_id}"
-            clips = self._clips(g["aux"], where)
-            prompt = self.render(g["context"], req.doc, len(clips))
-            if g["aux"] is not None:
-                g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
-            cont_ids = []
-            for c in g["conts"]:
-                # Split at the text level, before placeholders are expanded.
-                cont_ids.append(self._split_continuation(prompt, c))
-            base = prompt
-            n_sp = len(base) - len(base.rstrip())
-            if n_sp:
-                base = base[:-n_sp]
-            tok = self.engine.tokenize(base, clips)
-            items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,
-                                                "desc": where, "doc": req.doc, "prompt": base}))
-        return items
+        return build_items(self.engine, requests, clip_cache=self._audio_cache, external_chat=self._external_chat)
 
     # ---- interventions ----------------------------------------------------------------------
     def intervention_for(self, task_name: str | None):
