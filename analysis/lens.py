@@ -1,4 +1,4 @@
-"""Logit lens over the layers of an LALM (AudioLens Eq. 1-2, Fig. 2-4).
+"""Logit lens over the layers of an LALM (AudioLens Eqs. 1-2, Fig. 2-4).
 
 For every item and every layer l in 0..L (0 = embeddings, l = output of decoder block l, see
 docs/CONTRACTS.md) this reads, at a few prompt positions, the probability that the lens
@@ -14,7 +14,7 @@ Positions (left-padded batches, so the same index for every row):
   unaffected (AudioLens Fig. 4, gray lines).
 
 Scores are stored as log-probabilities (exact, no underflow); ``np.exp`` gives the probabilities.
-The information score of Eq. 2 is the fraction of items whose highest-probability label is the gold
+The information score (``interventions.formulas.information_score``) is the fraction of items whose highest-probability label is the gold
 one; an item is *correct* when that holds at the final layer and the last position (the model's own
 first-token prediction).
 """
@@ -29,6 +29,8 @@ import torch
 
 from interventions import hooks
 from interventions.engine import Engine
+from interventions.formulas import first_token_ids
+from interventions.formulas import information_score as info_score
 from interventions.scoring import last_positions
 
 __all__ = ["POSITIONS", "LensResult", "lens_batch", "info_score", "LensTable", "lens_table"]
@@ -49,10 +51,6 @@ class LensResult:
         return np.exp(self.logp[name])
 
 
-def _first_ids(item: Any) -> list[int]:
-    return [int(c[0]) for c in item.continuations]
-
-
 def _lens_at(engine: Engine, hidden_states: Sequence[torch.Tensor], index: int,
              ids: list[list[int]]) -> list[np.ndarray]:
     """(L+1, C_b) log-probs of the choices' first tokens at sequence index ``index`` for every row b."""
@@ -71,7 +69,7 @@ def lens_batch(engine: Engine, items: Sequence[Any], *, positions: dict[str, int
     """Lens of a batch of items: one forward with ``output_hidden_states`` (+ one masked pass)."""
     positions = POSITIONS if positions is None else positions
     toks = [it.tok for it in items]
-    ids = [_first_ids(it) for it in items]
+    ids = [first_token_ids(it) for it in items]
     prep = engine.prepare(toks)
     out = engine.run(prep, output_hidden_states=True)
     hs = out.hidden_states
@@ -90,21 +88,6 @@ def lens_batch(engine: Engine, items: Sequence[Any], *, positions: dict[str, int
             logp[b][MASKED] = arr
             tokens[b][MASKED] = tokens[b].get("last", engine.tokenizer.decode([int(prep.input_ids[b, -1])]))
     return [LensResult(lp, tk, i) for lp, tk, i in zip(logp, tokens, ids)]
-
-
-def info_score(logp: np.ndarray, gold: np.ndarray, subset: np.ndarray | None = None) -> np.ndarray:
-    """Eq. 2 per layer: fraction of items whose argmax over the label set is the gold label.
-
-    ``logp`` is (N, L+1, C) (pad missing choices with -inf), ``gold`` (N,).  NaN where the subset is empty.
-    """
-    logp = np.asarray(logp, dtype=float)
-    gold = np.asarray(gold, dtype=int)
-    if subset is not None:
-        logp, gold = logp[subset], gold[subset]
-    if logp.shape[0] == 0:
-        return np.full(logp.shape[1], np.nan)
-    hit = logp.argmax(-1) == gold[:, None]
-    return hit.mean(0)
 
 
 def _pad(rows: Sequence[np.ndarray]) -> np.ndarray:

@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lens", help="logit lens, information scores, critical layers (AudioLens)")
     _common(s)
     s.add_argument("--no_masked", action="store_true", help="skip the audio-masked last-token pass")
-    s.add_argument("--alpha", type=float, default=0.2, help="critical-layer threshold alpha (Eq. 3), default 0.2")
+    s.add_argument("--alpha", type=float, default=0.2, help="critical-layer threshold alpha (AudioLens Eqs. 3-4), default 0.2")
     s.add_argument("--exclude_track", nargs="*", default=["gender"],
                    help="tracks left out of the extra Table III correlation row (default: gender)")
     s.add_argument("--overwrite", action="store_true", help="discard earlier records in --out")
