@@ -58,7 +58,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, json_safe, read_jsonl
 
 __all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL_AFTER_ENV", "SimulatedInterruption"]
 
@@ -127,16 +127,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] 
     return atomic_write_text(path, buf.getvalue())
 
 
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if hasattr(o, "tolist"):
-        return _json_safe(o.tolist())
-    return o
+_json_safe = json_safe  # one home: interventions.atomic.json_safe
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from interventions.calibrate import calibrate, load_artifact, save_artifact
 from interventions.config import SteerConfig
+from interventions.atomic import cache_root
 from interventions.steering import Enrich, HeadSteer, LayerGuided, RandomEnrich, layer_weights
 
 log = logging.getLogger("lm_eval.audio_lalm")
@@ -30,10 +30,6 @@ __all__ = ["resolve_static", "auto_calibrate", "build_intervention", "run_calibr
 
 KINDS_NEEDED = {"enrich": ("enrich",), "layer_guided": ("layer_guided",), "single_layer": ("single_layer",),
                 "head": ("head",)}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("AUDIO_LALM_CACHE", Path.home() / ".cache" / "audio_lalm"))
 
 
 def random_heads(L: int, H: int, K: int, seed: int) -> list[tuple[int, int]]:
