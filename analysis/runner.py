@@ -76,14 +76,10 @@ class SimulatedInterruption(RuntimeError):
 
 
 def package_version() -> str:
-    try:
-        from importlib.metadata import version
+    """The installed distribution's version (``audio_tasks.__version__``)."""
+    import audio_tasks
 
-        return version("audio-lalm-lab")
-    except Exception:  # pragma: no cover - not installed
-        import audio_tasks
-
-        return str(getattr(audio_tasks, "__version__", "0"))
+    return audio_tasks.__version__
 
 
 def parse_metadata(values: Sequence[str] | str | None) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def run_calibration(lm, tasks: list[str], out: str | Path | None, *, metadata: d
     meta = {"model_id": lm.pretrained, "revision": lm.revision, "tasks": list(tasks), "split": "calibration",
             "split_seed": md.get("split_seed", 0), "seed": cfg.seed, "num_layers": _dims(lm)[0],
             "num_heads": _dims(lm)[1], "clip_ids": [str(it.meta.get("clip_id")) for it in items],
-            "package_version": getattr(audio_tasks, "__version__", "0"), "dtype": str(lm.engine.dtype)}
+            "package_version": audio_tasks.__version__, "dtype": str(lm.engine.dtype)}
     if out is not None:
         save_artifact(out, meta, result, tensors)
     return {"meta": meta, **result}, tensors

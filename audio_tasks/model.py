@@ -19,7 +19,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from tqdm import tqdm
 
-from interventions.config import STEER_KEYS, SteerConfig
+from audio_tasks.model_args import MODEL_ARGS
+from interventions.config import SteerConfig
 from interventions.loader import load_model, reference_model_dir, resolve_dtype as _dtype  # noqa: F401 (re-exported)
 
 log = logging.getLogger("lm_eval.audio_lalm")
@@ -28,8 +29,6 @@ __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 
 REFERENCE_MODEL_DIR = reference_model_dir()
 
-MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
-              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix") + STEER_KEYS
 
 
 def _bool(v: Any) -> bool:

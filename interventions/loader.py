@@ -15,9 +15,10 @@ import importlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import Engine
+if TYPE_CHECKING:  # the engine (torch, transformers) is imported when a model is loaded, not before
+    from .engine import Engine
 
 __all__ = ["load_engine", "load_model", "resolve_dtype", "reference_model_dir", "DTYPES"]
 
@@ -91,6 +92,8 @@ def load_engine(pretrained: str | Path | None = None, *, revision: str | None = 
     ``device`` None: CUDA when available, else the CPU.  Raises ``FileNotFoundError`` when no checkpoint is
     given and the reference model is missing, ``ValueError`` for an unknown ``dtype`` (before loading)."""
     import torch
+
+    from .engine import Engine
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
