@@ -146,12 +146,14 @@ def run_calibration(lm, tasks: list[str], out: str | Path | None, *, metadata: d
     return {"meta": meta, **result}, tensors
 
 
-def auto_calibrate(lm, task: str):
-    """Calibrate automatically on ``task``'s calibration split (cached on disk)."""
-    from audio_tasks.items import metadata_for_run
+def auto_calibrate(lm, task: str, metadata: dict[str, Any] | None = None):
+    """Calibrate automatically on ``task``'s calibration split (cached on disk).
+
+    ``metadata``: the task's ``--metadata`` (``audio_tasks.data.registry.doc_metadata`` of its docs)."""
+    from audio_tasks.data.registry import calibration_metadata
 
     cfg: SteerConfig = lm.steer_cfg
-    md = metadata_for_run()
+    md = calibration_metadata(dict(metadata or {}))
     kinds = KINDS_NEEDED[cfg.steer]
     d = cache_root() / "calibration" / _cache_key(lm, task, md, kinds)
     L, H = _dims(lm)

@@ -10,16 +10,7 @@ from typing import Any, Iterable
 
 from lm_eval.api.instance import Instance
 
-__all__ = ["load_tasks", "task_requests", "task_items", "flatten_tasks", "metadata_for_run"]
-
-
-def metadata_for_run(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metadata of the current run (what our loaders saw via --metadata), plus ``extra``."""
-    from audio_tasks.data import registry
-
-    md = dict(registry.last_metadata())
-    md.update(extra or {})
-    return md
+__all__ = ["load_tasks", "task_requests", "task_items", "flatten_tasks"]
 
 
 def flatten_tasks(task_dict: dict) -> dict[str, Any]:

@@ -197,15 +197,17 @@ class AudioLALM(LM):
         return build_items(self.engine, requests, clip_cache=self._audio_cache, external_chat=self._external_chat)
 
     # ---- interventions ----------------------------------------------------------------------
-    def intervention_for(self, task_name: str | None):
+    def intervention_for(self, task_name: str | None, doc: Any = None):
+        """The task's intervention (auto-calibrated on first use with the task metadata stamped on ``doc``)."""
         if self.steer_cfg.steer == "none":
             return None
         if "*" in self._interventions:
             return self._interventions["*"]
         if task_name not in self._interventions:
             from audio_tasks.calibration import auto_calibrate
+            from audio_tasks.data.registry import doc_metadata
 
-            self._interventions[task_name] = auto_calibrate(self, task_name)
+            self._interventions[task_name] = auto_calibrate(self, task_name, doc_metadata(doc))
         return self._interventions[task_name]
 
     # ---- scoring ----------------------------------------------------------------------------
@@ -263,6 +265,7 @@ class AudioLALM(LM):
         by_task: OrderedDict[str, list[int]] = OrderedDict()
         for i, it in enumerate(items):
             by_task.setdefault(it.meta["task"], []).append(i)
+        task_doc = {task: items[idxs[0]].meta["doc"] for task, idxs in by_task.items()}
 
         def emit(sub, scores):
             for it, s in zip(sub, scores):
@@ -274,11 +277,12 @@ class AudioLALM(LM):
         if groups is None:
             for task, idxs in by_task.items():
                 sub = [items[i] for i in idxs]
-                emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
+                emit(sub, self._score_batches(sub, self.intervention_for(task, task_doc[task]),
+                                              desc=f"audio_lalm {task}"))
             return out
         # Shared audio prefixes: walk the clips in chunks of one batch; within a chunk every task
         # (prompt format, intervention) is scored against the prefix KV computed once per clip.
-        ivs = {task: self.intervention_for(task) for task in by_task}
+        ivs = {task: self.intervention_for(task, task_doc[task]) for task in by_task}
         pbar = tqdm(total=len(items), desc="audio_lalm (shared audio prefixes)", disable=(self.rank != 0))
         pos = 0
         while pos < len(groups):
@@ -336,7 +340,7 @@ class AudioLALM(LM):
             max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
             tok = self.engine.tokenize(prompt, clips)
             prep = self.engine.prepare([tok])
-            iv = self.intervention_for(req.task_name)
+            iv = self.intervention_for(req.task_name, req.doc)
             with torch.no_grad():
                 if iv is not None:
                     with iv.applied(self.engine, prep, [tok], last_positions(prep)):
