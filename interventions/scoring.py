@@ -14,11 +14,14 @@ position only, so the prefix is the same with and without them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from .engine import Engine, Tokenized
+
+if TYPE_CHECKING:
+    from .steering import Intervention
 
 __all__ = ["LogLik", "MCItem", "ItemScore", "score_items", "last_positions"]
 
@@ -62,7 +65,7 @@ def last_positions(prep) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = None, *,
+def score_items(engine: Engine, items: Sequence[MCItem], intervention: Intervention | None = None, *,
                 share_prefix: bool = False) -> list[ItemScore]:
     """Score every continuation of every item; one decoder pass over the batch of prefixes
     (plus one batched pass for the multi-token continuations, plus what the intervention needs).
@@ -77,8 +80,8 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = Non
     # The last prompt position of every row, counted from the end: the same index in the main pass
     # (which may cover only the suffix) and in an intervention's full-length auxiliary passes.
     last = torch.full((prep.batch_size,), -1, dtype=torch.long, device=prep.input_ids.device)
-    if intervention is not None and getattr(intervention, "name", "none") != "none":
-        if getattr(intervention, "unsteered_aux_pass", False):
+    if intervention is not None and intervention.name != "none":
+        if intervention.unsteered_aux_pass:
             # Everything before the last prompt position is unaffected by the intervention: run it once,
             # unsteered; the intervention's unsteered pass and the steered pass cover the last position only.
             prep = engine.split_last(prep)

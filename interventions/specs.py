@@ -70,7 +70,24 @@ class ArchSpec:
     # processor classes that a checkpoint's processor_config.json may name, e.g. the offline tiny
     # processors of ``audio_tasks.tiny``.  Data only: the loader imports them, this module never does.
     processor_imports: tuple[str, ...] = ()
+    # Seconds of audio the encoder sees per clip (longer clips are cut); None: the feature extractor's
+    # ``chunk_length`` (30 s for Whisper-style extractors).
+    audio_window_s: float | None = None
+    # A minimal prompt holding one audio placeholder, used to get one clip's features and placeholder count;
+    # None: the model's chat template rendered with one audio item and no text.
+    audio_prompt: str | None = None
+    # Deprecated (untyped): only the keys of the typed fields above are accepted, and moved into them.
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        typed = ("audio_window_s", "audio_prompt")
+        unknown = sorted(set(self.extra) - set(typed))
+        if unknown:
+            raise ValueError(f"ArchSpec {self.name!r}: unknown extra key(s) {unknown}; use the typed fields "
+                             f"{', '.join(typed)}")
+        for k, v in self.extra.items():
+            if getattr(self, k) is None:
+                object.__setattr__(self, k, v)
 
     # ---- derived accessors -------------------------------------------------------------
     def text_cfg(self, model: torch.nn.Module) -> Any:
@@ -217,7 +234,7 @@ VOXTRAL = register_spec(
         processor_imports=("audio_tasks.tiny",),
         # One mel window per clip: the engine gives each clip one feature row, so clips are cut at 30 s
         # (the real processor would split longer audio into several 30-s windows).
-        extra={"audio_window_s": 30.0},
+        audio_window_s=30.0,
     )
 )
 
@@ -233,7 +250,7 @@ QWEN2_5_OMNI = register_spec(
         position_id_rows=3,
         encode_audio=_encode_qwen2_5_omni,
         processor_imports=("audio_tasks.tiny",),
-        extra={"audio_window_s": 30.0},  # the feature extractor keeps at most 30 s (3000 frames)
+        audio_window_s=30.0,  # the feature extractor keeps at most 30 s (3000 frames)
     )
 )
 

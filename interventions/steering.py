@@ -23,16 +23,39 @@ Layers are 1..L (output of decoder block l); heads are (layer, head) pairs.
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from . import formulas, hooks
 from .formulas import layer_weights
 
-__all__ = ["Handle", "NoIntervention", "Enrich", "LayerGuided", "HeadSteer", "layer_weights"]
+if TYPE_CHECKING:
+    from .engine import Engine, Prepared, Tokenized
+
+__all__ = ["Intervention", "Handle", "NoIntervention", "Enrich", "LayerGuided", "HeadSteer", "layer_weights"]
+
+
+@runtime_checkable
+class Intervention(Protocol):
+    """What :func:`interventions.scoring.score_items` (and generation) may use of an intervention.
+
+    ``applied(engine, prep, toks, positions)`` installs its hooks for the next decoder pass over ``prep`` and
+    removes them on exit: ``prep`` is the batch (:class:`~interventions.engine.Prepared`), ``toks`` the
+    tokenized prompts (for auxiliary passes such as matched-duration silence), ``positions`` (B,) the row
+    positions to act at (``-1``: the last prompt position, docs/CONTRACTS.md).  ``name == "none"`` means no
+    intervention; ``unsteered_aux_pass`` asks for the split path (context once, last position per pass).
+    """
+
+    name: str
+    unsteered_aux_pass: bool
+
+    def applied(self, engine: Engine, prep: Prepared, toks: Sequence[Tokenized],
+                positions: torch.Tensor) -> AbstractContextManager[None]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class Handle:
