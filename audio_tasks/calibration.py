@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from interventions.atomic import cache_root
 from interventions.calibrate import calibrate, load_artifact, save_artifact
 from interventions.config import SteerConfig
-from interventions.atomic import cache_root
 from interventions.steering import Enrich, HeadSteer, LayerGuided, RandomEnrich, layer_weights
 
 log = logging.getLogger("lm_eval.audio_lalm")

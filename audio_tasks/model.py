@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from audio_tasks.model_args import MODEL_ARGS
 from interventions.config import SteerConfig
-from interventions.loader import load_model, reference_model_dir, resolve_dtype as _dtype  # noqa: F401 (re-exported)
+from interventions.loader import load_model, reference_model_dir  # noqa: F401 (load_model re-exported)
 
 log = logging.getLogger("lm_eval.audio_lalm")
 

@@ -14,9 +14,9 @@ CONTS = [" male", " female", " male voice with many tokens"]
 
 
 def test_load_engine_scores_items_without_lm_eval_model(tiny_qwen2_audio_dir):
+    from audio_tasks.requests import build_items
     from interventions import load_engine
     from interventions.scoring import score_items
-    from audio_tasks.requests import build_items
 
     engine = load_engine(tiny_qwen2_audio_dir, device="cpu")
     waves = make_waves(3, seed=7)

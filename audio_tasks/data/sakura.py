@@ -35,7 +35,6 @@ from audio_tasks.data.sakura_tracks import TRACKS, Track
 from audio_tasks.data.sakura_tracks import p3_user_prompt as _p3
 from audio_tasks.data.splits import select_split, split_options
 
-
 PROMPTS = ("p1", "p2", "p3", "single", "multi")
 LETTERED_PROMPT_PREFIX = "The answer is ("
 BASE_COLUMNS = ("attribute_label",)

@@ -13,6 +13,8 @@ __all__ = ["Track", "TRACKS", "p3_user_prompt"]
 
 @dataclass(frozen=True)
 class Track:
+    """One SAKURA track: data folder, Hugging Face copy, labels (AudioLens order), question, assistant prefix."""
+
     folder: str
     hf_name: str
     labels: tuple[str, ...]
