@@ -31,7 +31,7 @@ from interventions import hooks
 from interventions.engine import Engine
 from interventions.formulas import first_token_ids
 from interventions.formulas import information_score as info_score
-from interventions.scoring import last_positions
+from interventions.scoring import last_positions, pad_choices
 
 __all__ = ["POSITIONS", "LensResult", "lens_batch", "info_score", "LensTable", "lens_table"]
 
@@ -90,12 +90,7 @@ def lens_batch(engine: Engine, items: Sequence[Any], *, positions: dict[str, int
     return [LensResult(lp, tk, i) for lp, tk, i in zip(logp, tokens, ids)]
 
 
-def _pad(rows: Sequence[np.ndarray]) -> np.ndarray:
-    C = max(r.shape[-1] for r in rows)
-    out = np.full((len(rows), rows[0].shape[0], C), -np.inf)
-    for i, r in enumerate(rows):
-        out[i, :, : r.shape[-1]] = r
-    return out
+_pad = pad_choices  # one home: interventions.scoring.pad_choices
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .engine import Engine
 from .formulas import first_token_ids
 from .formulas import select_specialists as select_heads
 from .formulas import specialist_correlations as point_biserial_matrix
-from .scoring import last_positions
+from .scoring import last_positions, pad_choices
 from .steering import Enrich, HeadSteer, layer_weights
 
 __all__ = ["CalibrationData", "collect", "calibrate", "save_artifact", "load_artifact", "ARTIFACT_VERSION",
@@ -65,12 +65,7 @@ class CalibrationData:
         return self.lens[:, -1].argmax(-1)
 
 
-def _pad_choices(rows: list[torch.Tensor]) -> torch.Tensor:
-    C = max(r.shape[-1] for r in rows)
-    out = torch.full((len(rows),) + tuple(rows[0].shape[:-1]) + (C,), -math.inf)
-    for i, r in enumerate(rows):
-        out[i, ..., : r.shape[-1]] = r
-    return out
+_pad_choices = pad_choices  # one home: interventions.scoring.pad_choices
 
 
 @torch.no_grad()

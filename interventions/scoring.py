@@ -13,9 +13,11 @@ position only, so the prefix is the same with and without them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 
 from .engine import Engine, Tokenized
@@ -23,7 +25,7 @@ from .engine import Engine, Tokenized
 if TYPE_CHECKING:
     from .steering import Intervention
 
-__all__ = ["LogLik", "MCItem", "ItemScore", "score_items", "last_positions"]
+__all__ = ["LogLik", "MCItem", "ItemScore", "score_items", "last_positions", "pad_choices"]
 
 
 class LogLik(float):
@@ -57,6 +59,21 @@ class ItemScore:
 
     def as_results(self) -> list[tuple[LogLik, bool]]:
         return [(LogLik(l, f, 1), g) for l, f, g in zip(self.loglik, self.first, self.greedy)]
+
+
+def pad_choices(rows: Sequence[Any]) -> Any:
+    """Stack per-item score arrays of shape (..., C_i) into (N, ..., max C), missing choices = -inf.
+
+    Works for torch tensors and numpy arrays alike and keeps the rows' dtype: the one padding helper."""
+    C = max(int(r.shape[-1]) for r in rows)
+    shape = (len(rows),) + tuple(rows[0].shape[:-1]) + (C,)
+    if isinstance(rows[0], torch.Tensor):
+        out: Any = torch.full(shape, -math.inf, dtype=rows[0].dtype)
+    else:
+        out = np.full(shape, -np.inf, dtype=np.result_type(rows[0].dtype, np.float64))
+    for i, r in enumerate(rows):
+        out[i, ..., : r.shape[-1]] = r
+    return out
 
 
 def last_positions(prep) -> torch.Tensor:
