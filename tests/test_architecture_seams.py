@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import version
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,12 +27,12 @@ def test_non_intervention_keys_follow_the_model_arguments():
 
     assert set(MODEL_ARGS) - set(STEER_KEYS) <= NON_INTERVENTION_KEYS
     assert not set(STEER_KEYS) & NON_INTERVENTION_KEYS
-    _, config = split_model_args({"pretrained": "m", "share_prefix": "true", "max_gen_toks": 8, "steer": "head",
-                                  "alpha": 2.0})
-    assert config == {"steer": "head", "alpha": 2.0}
+    _, config = split_model_args({"pretrained": "m", "share_prefix": "true", "max_gen_toks": "8", "steer": "head",
+                                  "alpha": "2.0"})
+    assert config == {"steer": "head", "alpha": "2.0"}
 
 
-def _run(ks_ns):
+def _run(ks_ns) -> Any:
     tasks = {f"t{i}": SimpleNamespace(n=n, has=lambda m: m == "acc",
                                       values=lambda m="acc", k=k, n=n: np.array([1.0] * k + [0.0] * (n - k)))
              for i, (k, n) in enumerate(ks_ns)}
@@ -45,10 +46,14 @@ def test_leaderboard_interval_uses_its_alpha(alpha):
 
     from analysis.leaderboard import Column, _stats
 
-    cell, _ = _stats(_run([(30, 40)]), Column("t0", ("t0",), "task"), "acc", alpha)
+    got = _stats(_run([(30, 40)]), Column("t0", ("t0",), "task"), "acc", alpha)
+    assert got is not None
+    cell = got[0]
     assert (cell.low, cell.high) == pytest.approx(proportion_confint(30, 40, alpha=alpha, method="wilson"))
     # Unequal task sizes: a normal interval around the unweighted mean, z from alpha.
-    cell, _ = _stats(_run([(30, 40), (10, 20)]), Column("avg", ("t0", "t1"), "mean"), "acc", alpha)
+    got = _stats(_run([(30, 40), (10, 20)]), Column("avg", ("t0", "t1"), "mean"), "acc", alpha)
+    assert got is not None
+    cell = got[0]
     accs, ns = np.array([0.75, 0.5]), np.array([40, 20])
     se = np.sqrt((accs * (1 - accs) / ns).sum()) / 2
     z = norm.ppf(1 - alpha / 2)
@@ -58,11 +63,13 @@ def test_leaderboard_interval_uses_its_alpha(alpha):
 def test_arch_spec_typed_fields_and_unknown_extra_rejected():
     from interventions.specs import ArchSpec
 
-    base = dict(name="x", model_types=("x",), model_class="X", decoder="model")
-    assert ArchSpec(**base, audio_window_s=2.0).audio_window_s == 2.0
-    assert ArchSpec(**base, extra={"audio_window_s": 3.0}).audio_window_s == 3.0  # the old spelling still works
+    def spec(**kw: Any) -> ArchSpec:
+        return ArchSpec(name="x", model_types=("x",), model_class="X", decoder="model", **kw)
+
+    assert spec(audio_window_s=2.0).audio_window_s == 2.0
+    assert spec(extra={"audio_window_s": 3.0}).audio_window_s == 3.0  # the old spelling still works
     with pytest.raises(ValueError, match=r"unknown extra key\(s\) \['window'\]; use the typed fields"):
-        ArchSpec(**base, extra={"window": 3.0})
+        spec(extra={"window": 3.0})
 
 
 def test_interventions_satisfy_the_protocol():
