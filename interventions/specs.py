@@ -76,7 +76,8 @@ class ArchSpec:
     # A minimal prompt holding one audio placeholder, used to get one clip's features and placeholder count;
     # None: the model's chat template rendered with one audio item and no text.
     audio_prompt: str | None = None
-    # Deprecated (untyped): only the keys of the typed fields above are accepted, and moved into them.
+    # Deprecated (untyped): only the keys of the typed fields above are accepted; they fill those fields, and the
+    # typed values are mirrored here for code that still reads ``extra[...]``.  Read the typed fields.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +89,7 @@ class ArchSpec:
         for k, v in self.extra.items():
             if getattr(self, k) is None:
                 object.__setattr__(self, k, v)
+        self.extra.update({k: getattr(self, k) for k in typed if getattr(self, k) is not None})
 
     # ---- derived accessors -------------------------------------------------------------
     def text_cfg(self, model: torch.nn.Module) -> Any:
