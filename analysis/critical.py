@@ -1,9 +1,9 @@
-"""Critical layers (AudioLens Eq. 3-4, Tables II-III).
+"""Critical layers (AudioLens Eqs. 3-4, Tables II-III; computed by ``interventions.formulas``).
 
 ``s^l = max(0, I^l - (1 + alpha) / |Y|)`` for l = 1..L and ``l* = sum_l s^l l / sum_l s^l`` (NaN when every
 ``s^l`` is 0).  Rows are (model, track, prompt format) with the accuracy ``I^L`` at the last position;
 Table II averages rows over prompt formats, Table III correlates critical layer and accuracy across the
-rows of each model (Pearson, ``scipy.stats.pearsonr``), optionally without one track ("excluding gender").
+rows of each model (Pearson, ``analysis.stats.pearson``), optionally without one track ("excluding gender").
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from analysis import stats
+from interventions import formulas
 
 __all__ = ["critical_layer", "contributions", "CriticalRow", "parse_task", "table_ii", "correlation",
            "table_iii", "DEFAULT_ALPHA"]
@@ -33,19 +36,13 @@ def parse_task(task: str) -> tuple[str, str]:
 
 
 def contributions(info: Sequence[float], n_labels: int, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
-    """Eq. 3 for layers 1..L.  ``info`` holds I^l for l = 0..L (entry 0, the embeddings, is ignored)."""
-    I = np.asarray(info, dtype=float)[1:]
-    return np.maximum(0.0, I - (1.0 + alpha) / n_labels)
+    """Contributions s^l for layers 1..L (``formulas.critical_contributions``); ``info`` holds l = 0..L."""
+    return formulas.critical_contributions(info, n_labels, alpha)
 
 
 def critical_layer(info: Sequence[float], n_labels: int, alpha: float = DEFAULT_ALPHA) -> float:
-    """Eq. 4: contribution-weighted mean layer index (layers 1..L); NaN when all contributions are 0."""
-    s = contributions(info, n_labels, alpha)
-    tot = float(s.sum())
-    if not tot > 0:
-        return math.nan
-    layers = np.arange(1, s.shape[0] + 1, dtype=float)
-    return float((s * layers).sum() / tot)
+    """Critical layer (``formulas.critical_layer``); NaN when all contributions are 0."""
+    return formulas.critical_layer(info, n_labels, alpha)
 
 
 @dataclass
@@ -84,10 +81,8 @@ def table_ii(rows: Iterable[CriticalRow]) -> list[dict[str, Any]]:
 
 
 def correlation(rows: Sequence[CriticalRow], exclude_tracks: Sequence[str] = ()) -> dict[str, Any]:
-    """Pearson correlation (scipy.stats.pearsonr) between critical layers and accuracies over ``rows``
+    """Pearson correlation (``analysis.stats.pearson``) between critical layers and accuracies over ``rows``
     (rows with a NaN critical layer and rows of ``exclude_tracks`` are left out)."""
-    from scipy.stats import pearsonr
-
     ex = {t.lower() for t in exclude_tracks}
     use = [r for r in rows if r.track.lower() not in ex and not math.isnan(r.critical_layer)]
     res: dict[str, Any] = {"n": len(use), "exclude_tracks": sorted(ex), "r": None, "pvalue": None}
@@ -99,8 +94,7 @@ def correlation(rows: Sequence[CriticalRow], exclude_tracks: Sequence[str] = ())
     if np.all(x == x[0]) or np.all(y == y[0]):
         res["note"] = "constant input"
         return res
-    pr = pearsonr(x, y)
-    res["r"], res["pvalue"] = float(pr.statistic), float(pr.pvalue)
+    res["r"], res["pvalue"] = stats.pearson(x, y)
     return res
 
 

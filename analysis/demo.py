@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
                 continue
             try:
                 rc = _analysis([cmd, *common, *extra, "--out", str(out / cmd)])
-            except Exception as e:  # keep the demo going; the summary records the failure
+            except Exception as e:  # keep the demo going; the summary records the failure, the exit code is 1
                 rc = f"error: {type(e).__name__}: {e}"
             summary.setdefault("analyses", {})[cmd] = rc
             if rc == 0:
@@ -157,7 +157,15 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         atomic_write_text(report, "\n".join(lines) + "\n")
     summary["seconds"] = round(time.time() - t0, 1)
     summary["report"] = str(report)
+    failed = [cmd for cmd, rc in summary.get("analyses", {}).items() if rc != 0]
+    if summary.get("report_rc", 0) != 0:
+        failed.append("report")
+    summary["failed"] = failed
     atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    if failed:
+        print(f"[demo] FAILED steps: {', '.join(failed)} (see {out / 'demo_summary.json'}); report: {report}",
+              flush=True)
+        return 1
     print(f"[demo] done in {summary['seconds']}s; report: {report}", flush=True)
     return 0
 

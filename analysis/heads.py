@@ -4,7 +4,7 @@
   positions, summed (``interventions.calibrate.collect``'s ``attn_mass``, eager attention).
 * Specialists: on the calibration split, the point-biserial (= Pearson with a 0/1 variable) correlation r_h
   between a head's mass and correctness (first-token argmax over the choices == gold), top-K by |r_h|
-  (``interventions.calibrate.point_biserial_matrix`` / ``select_heads``).
+  (``interventions.formulas``: Eq. numbers of the steering paper there).
 * Listening score ``s(x) = sum_{h in specialists} r_h * mass_h(x)`` on the evaluation split, with
   (i) its ROC AUC for correctness against matched random-head sets (same K, r_h-weighted the same way, seeds
   0..n-1 through ``audio_tasks.calibration.random_heads``: mean and std), and
@@ -21,40 +21,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from analysis import stats
+from analysis.stats import roc_auc
+from interventions import formulas
+from interventions.formulas import listening_score
+
 __all__ = ["head_correlations", "listening_score", "roc_auc", "random_head_aucs", "flip_test", "heads_summary",
            "records_from_collect"]
 
 
 def head_correlations(mass: np.ndarray, correct: np.ndarray) -> np.ndarray:
     """(L, H) point-biserial r of each head's audio mass with correctness (0 for constant inputs)."""
-    from interventions.calibrate import point_biserial_matrix
-
-    return point_biserial_matrix(torch.as_tensor(np.asarray(mass, dtype=np.float64)),
+    return formulas.specialist_correlations(torch.as_tensor(np.asarray(mass, dtype=np.float64)),
                                  torch.as_tensor(np.asarray(correct, dtype=bool))).double().numpy()
-
-
-def listening_score(mass: np.ndarray, r: np.ndarray, heads: Sequence[Sequence[int]]) -> np.ndarray:
-    """s(x) = sum_h r_h * mass_h(x) over ``heads`` ((layer 1..L, head) pairs); ``mass`` is (N, L, H)."""
-    mass = np.asarray(mass, dtype=float)
-    s = np.zeros(mass.shape[0])
-    for l, h in heads:
-        s += float(r[int(l) - 1, int(h)]) * mass[:, int(l) - 1, int(h)]
-    return s
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for binary ``labels`` = U / (n_pos n_neg) (ties count 1/2); NaN if a class is
-    missing."""
-    from scipy.stats import mannwhitneyu
-
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
-        return math.nan
-    if np.all(s == s[0]):
-        return 0.5
-    return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic) / (pos.size * neg.size)
 
 
 def random_head_aucs(mass: np.ndarray, r: np.ndarray, correct: np.ndarray, K: int, n: int) -> list[float]:
@@ -67,8 +46,6 @@ def random_head_aucs(mass: np.ndarray, r: np.ndarray, correct: np.ndarray, K: in
 
 def flip_test(score: np.ndarray, flip: np.ndarray) -> dict[str, Any]:
     """Mann-Whitney U of s(x) on flipped vs not-flipped items."""
-    from scipy.stats import mannwhitneyu
-
     s = np.asarray(score, dtype=float)
     f = np.asarray(flip, dtype=bool)
     a, b = s[f], s[~f]
@@ -82,10 +59,9 @@ def flip_test(score: np.ndarray, flip: np.ndarray) -> dict[str, Any]:
     if np.all(s == s[0]):
         out.update(U=a.size * b.size / 2.0, p_two_sided=1.0, p_greater=1.0, auc=0.5, note="constant scores")
         return out
-    two = mannwhitneyu(a, b, alternative="two-sided")
-    gr = mannwhitneyu(a, b, alternative="greater")
-    out.update(U=float(two.statistic), p_two_sided=float(two.pvalue), p_greater=float(gr.pvalue),
-               auc=float(two.statistic) / (a.size * b.size))
+    two = stats.mannwhitney(a, b)
+    gr = stats.mannwhitney(a, b, alternative="greater")
+    out.update(U=two.statistic, p_two_sided=two.pvalue, p_greater=gr.pvalue, auc=two.auc)
     return out
 
 
@@ -108,7 +84,6 @@ def records_from_collect(data: Any, items: Sequence[Any]) -> list[dict[str, Any]
 def heads_summary(cal: Sequence[dict[str, Any]], ev: Sequence[dict[str, Any]], K: int = 20,
                   n_random: int = 10) -> dict[str, Any]:
     """Specialists from the calibration records, listening-score checks on the evaluation records."""
-    from interventions.calibrate import select_heads
     from scipy.stats import pointbiserialr
 
     if not cal:
@@ -118,7 +93,7 @@ def heads_summary(cal: Sequence[dict[str, Any]], ev: Sequence[dict[str, Any]], K
     L, H = mass_c.shape[1:]
     r = head_correlations(mass_c, corr_c)
     K = min(int(K), L * H)
-    heads = select_heads(torch.as_tensor(r), K)
+    heads = formulas.select_specialists(torch.as_tensor(r), K)
     spec = []
     for l, h in heads:
         x = mass_c[:, l - 1, h]

@@ -141,8 +141,8 @@ def make_columns(task_names: Sequence[str]) -> list[Column]:
     return columns
 
 
-def _stats(run: Run, col: Column, metric: str) -> tuple[Cell, list[str]] | None:
-    """Accuracy + interval of ``run`` in ``col`` and flags; None when no member task has the metric."""
+def _stats(run: Run, col: Column, metric: str, alpha: float = 0.05) -> tuple[Cell, list[str]] | None:
+    """Accuracy + (1 - alpha) interval of ``run`` in ``col`` and flags; None when no member task has the metric."""
     present = [t for t in col.members if t in run.tasks and run.tasks[t].has(metric)]
     if not present:
         return None
@@ -153,13 +153,16 @@ def _stats(run: Run, col: Column, metric: str) -> tuple[Cell, list[str]] | None:
         accs = [k / n for k, n in zip(ks, ns)]
         acc = float(np.mean(accs))
         if len(set(ns)) == 1:
-            low, high = wilson_ci(int(round(sum(ks))), sum(ns))
+            low, high = wilson_ci(int(round(sum(ks))), sum(ns), alpha)
         else:
+            from scipy.stats import norm
+
+            z = float(norm.ppf(1.0 - alpha / 2.0))  # 1.959964 for alpha = 0.05
             se = math.sqrt(sum(a * (1 - a) / n for a, n in zip(accs, ns))) / len(accs)
-            low, high = max(0.0, acc - 1.959964 * se), min(1.0, acc + 1.959964 * se)
+            low, high = max(0.0, acc - z * se), min(1.0, acc + z * se)
     else:
         acc = sum(ks) / sum(ns)
-        low, high = wilson_ci(int(round(sum(ks))), sum(ns))
+        low, high = wilson_ci(int(round(sum(ks))), sum(ns), alpha)
     missing = [t for t in col.members if t not in present]
     if col.kind != "task" and missing:
         notes.append(f"{col.name} averages only {len(present)}/{len(col.members)} of the table's tasks "
@@ -239,14 +242,14 @@ def build_leaderboard(runs: Sequence[Run], metric: str = "acc", alpha: float = 0
                         f"[{cands[0].config_str or 'no intervention'}] from {cands[0].source}"
                     )
         for col in columns:
-            got = _stats(run, col, metric)
+            got = _stats(run, col, metric, alpha)
             if got is None:
                 continue
             cell, notes = got
             row.flags.extend(notes)
             row.cells[col.name] = cell
             if row.baseline is not None:
-                base_got = _stats(row.baseline, col, metric)
+                base_got = _stats(row.baseline, col, metric, alpha)
                 if base_got is None:
                     cell.note = "baseline lacks task"
                     row.flags.append(f"{col.name}: baseline has no results; no difference computed")
@@ -292,7 +295,7 @@ def render_markdown(lb: Leaderboard) -> str:
     lines = [
         f"# Leaderboard (metric: `{lb.metric}`)",
         "",
-        "Accuracy % [95% Wilson CI]; steered rows: Δ vs the same model's unsteered row, exact McNemar p and "
+        f"Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]; steered rows: Δ vs the same model's unsteered row, exact McNemar p and "
         f"Holm-adjusted p over all {sum(1 for r in lb.rows for c in r.cells.values() if c.pvalue is not None)} "
         f"comparisons (* = Holm p < {lb.alpha}).",
         "",
@@ -388,7 +391,7 @@ def render_html(lb: Leaderboard) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Leaderboard ({e(lb.metric)})</title>
 <style>{_CSS}</style></head><body>
 <h1>Leaderboard <small>(metric: {e(lb.metric)})</small></h1>
-<p>Accuracy % [95% Wilson CI]. Steered rows: &Delta; vs the same model's unsteered row, exact McNemar p and
+<p>Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]. Steered rows: &Delta; vs the same model's unsteered row, exact McNemar p and
 Holm-adjusted p over all comparisons in the table (bold = Holm p &lt; {lb.alpha}). Click a header to sort.</p>
 <table class="lb"><thead><tr><th>model</th><th>configuration</th>{head}<th>flags</th></tr></thead>
 <tbody>

@@ -1,4 +1,4 @@
-"""Logit lens over the layers of an LALM (AudioLens Eq. 1-2, Fig. 2-4).
+"""Logit lens over the layers of an LALM (AudioLens Eqs. 1-2, Fig. 2-4).
 
 For every item and every layer l in 0..L (0 = embeddings, l = output of decoder block l, see
 docs/CONTRACTS.md) this reads, at a few prompt positions, the probability that the lens
@@ -14,7 +14,7 @@ Positions (left-padded batches, so the same index for every row):
   unaffected (AudioLens Fig. 4, gray lines).
 
 Scores are stored as log-probabilities (exact, no underflow); ``np.exp`` gives the probabilities.
-The information score of Eq. 2 is the fraction of items whose highest-probability label is the gold
+The information score (``interventions.formulas.information_score``) is the fraction of items whose highest-probability label is the gold
 one; an item is *correct* when that holds at the final layer and the last position (the model's own
 first-token prediction).
 """
@@ -29,7 +29,10 @@ import torch
 
 from interventions import hooks
 from interventions.engine import Engine
-from interventions.scoring import last_positions
+from interventions.formulas import first_token_ids
+from interventions.formulas import gold_mask
+from interventions.formulas import information_score as info_score
+from interventions.scoring import last_positions, pad_choices
 
 __all__ = ["POSITIONS", "LensResult", "lens_batch", "info_score", "LensTable", "lens_table"]
 
@@ -47,10 +50,6 @@ class LensResult:
 
     def probs(self, name: str) -> np.ndarray:
         return np.exp(self.logp[name])
-
-
-def _first_ids(item: Any) -> list[int]:
-    return [int(c[0]) for c in item.continuations]
 
 
 def _lens_at(engine: Engine, hidden_states: Sequence[torch.Tensor], index: int,
@@ -71,7 +70,7 @@ def lens_batch(engine: Engine, items: Sequence[Any], *, positions: dict[str, int
     """Lens of a batch of items: one forward with ``output_hidden_states`` (+ one masked pass)."""
     positions = POSITIONS if positions is None else positions
     toks = [it.tok for it in items]
-    ids = [_first_ids(it) for it in items]
+    ids = [first_token_ids(it) for it in items]
     prep = engine.prepare(toks)
     out = engine.run(prep, output_hidden_states=True)
     hs = out.hidden_states
@@ -92,38 +91,7 @@ def lens_batch(engine: Engine, items: Sequence[Any], *, positions: dict[str, int
     return [LensResult(lp, tk, i) for lp, tk, i in zip(logp, tokens, ids)]
 
 
-def gold_mask(gold: Sequence, C: int) -> np.ndarray:
-    """(N, C) bool: which choices count as correct. ``gold[i]`` is an index or a list of indices (MMAU: every
-    option whose text is the answer text)."""
-    mask = np.zeros((len(gold), C), dtype=bool)
-    for i, g in enumerate(gold):
-        for k in (g if isinstance(g, (list, tuple, np.ndarray)) else [g]):
-            mask[i, int(k)] = True
-    return mask
-
-
-def info_score(logp: np.ndarray, gold: Sequence, subset: np.ndarray | None = None) -> np.ndarray:
-    """Eq. 2 per layer: fraction of items whose argmax over the label set is a correct label.
-
-    ``logp`` is (N, L+1, C) (pad missing choices with -inf), ``gold`` (N,) indices or lists of correct
-    indices (:func:`gold_mask`).  NaN where the subset is empty.
-    """
-    logp = np.asarray(logp, dtype=float)
-    mask = gold_mask(gold, logp.shape[-1])
-    if subset is not None:
-        logp, mask = logp[subset], mask[subset]
-    if logp.shape[0] == 0:
-        return np.full(logp.shape[1], np.nan)
-    hit = np.take_along_axis(mask, logp.argmax(-1), axis=1)
-    return hit.mean(0)
-
-
-def _pad(rows: Sequence[np.ndarray]) -> np.ndarray:
-    C = max(r.shape[-1] for r in rows)
-    out = np.full((len(rows), rows[0].shape[0], C), -np.inf)
-    for i, r in enumerate(rows):
-        out[i, :, : r.shape[-1]] = r
-    return out
+_pad = pad_choices  # one home: interventions.scoring.pad_choices
 
 
 @dataclass

@@ -31,6 +31,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from audio_tasks.model_args import LOAD_ARGS
+
 from .atomic import iter_jsonl
 
 __all__ = [
@@ -53,25 +55,11 @@ __all__ = [
 from audio_tasks.reference import REFERENCE_MODEL_NAME as EMBEDDED_MODEL  # noqa: E402  "audio-lalm-reference"
 """Model id used when the model args carry no ``pretrained=`` (the model's built-in default checkpoint)."""
 
-NON_INTERVENTION_KEYS = frozenset(
-    {
-        "pretrained",
-        "revision",
-        "dtype",
-        "torch_dtype",
-        "device",
-        "device_map",
-        "batch_size",
-        "max_batch_size",
-        "trust_remote_code",
-        "attn_implementation",
-        "parallelize",
-        "cache_dir",
-        "local_files_only",
-        "max_length",
-    }
+NON_INTERVENTION_KEYS = frozenset(LOAD_ARGS) | frozenset(
+    {"torch_dtype", "device_map", "cache_dir", "local_files_only"}  # lm-eval / HF loading keys other models take
 )
-"""Model-args keys that select/load the model rather than configure an intervention."""
+"""Model-args keys that select/load/run the model rather than configure an intervention: the adapter's
+``audio_tasks.model_args.LOAD_ARGS`` plus common loading keys of other lm-eval models."""
 
 _NO_STEER = frozenset({"", "none", "null", "off", "false", "no", "0"})
 

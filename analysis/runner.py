@@ -59,7 +59,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sweep_stale_temps
+from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, json_safe, read_jsonl, sweep_stale_temps
 
 __all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL_AFTER_ENV", "SimulatedInterruption"]
 
@@ -78,14 +78,10 @@ class SimulatedInterruption(RuntimeError):
 
 
 def package_version() -> str:
-    try:
-        from importlib.metadata import version
+    """The installed distribution's version (``audio_tasks.__version__``)."""
+    import audio_tasks
 
-        return version("audio-lalm-lab")
-    except Exception:  # pragma: no cover - not installed
-        import audio_tasks
-
-        return str(getattr(audio_tasks, "__version__", "0"))
+    return audio_tasks.__version__
 
 
 def parse_metadata(values: Sequence[str] | str | None) -> dict[str, Any]:
@@ -129,16 +125,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] 
     return atomic_write_text(path, buf.getvalue())
 
 
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if hasattr(o, "tolist"):
-        return _json_safe(o.tolist())
-    return o
+_json_safe = json_safe  # one home: interventions.atomic.json_safe
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -660,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lens", help="logit lens, information scores, critical layers (AudioLens)")
     _common(s)
     s.add_argument("--no_masked", action="store_true", help="skip the audio-masked last-token pass")
-    s.add_argument("--alpha", type=float, default=0.2, help="critical-layer threshold alpha (Eq. 3), default 0.2")
+    s.add_argument("--alpha", type=float, default=0.2, help="critical-layer threshold alpha (AudioLens Eqs. 3-4), default 0.2")
     s.add_argument("--exclude_track", nargs="*", default=["gender"],
                    help="tracks left out of the extra Table III correlation row (default: gender)")
     s.add_argument("--overwrite", action="store_true", help="discard earlier records in --out")

@@ -208,18 +208,21 @@ def pearson(x: ArrayLike, y: ArrayLike) -> tuple[float, float]:
     return (float(res.statistic), float(res.pvalue))
 
 
-def mannwhitney(a: ArrayLike, b: ArrayLike) -> MannWhitney:
-    """Two-sided Mann-Whitney U test (scipy ``mannwhitneyu``) with the AUC it implies.
+def mannwhitney(a: ArrayLike, b: ArrayLike, alternative: str = "two-sided") -> MannWhitney:
+    """Mann-Whitney U test (scipy ``mannwhitneyu``; ``alternative``: two-sided, greater, less) with the AUC
+    it implies (U of ``a``).
 
     Empty groups give NaNs; all-equal values give U = n_a n_b / 2, p = 1, auc = 0.5.
     """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative={alternative!r}; valid: two-sided, greater, less")
     xa = np.asarray(a, dtype=float).ravel()
     xb = np.asarray(b, dtype=float).ravel()
     if xa.size == 0 or xb.size == 0:
         return MannWhitney(math.nan, math.nan, math.nan)
     if _is_constant(np.concatenate([xa, xb])):
         return MannWhitney(xa.size * xb.size / 2.0, 1.0, 0.5)
-    res = _st.mannwhitneyu(xa, xb, alternative="two-sided")
+    res = _st.mannwhitneyu(xa, xb, alternative=alternative)
     u = float(res.statistic)
     return MannWhitney(u, float(res.pvalue), u / (xa.size * xb.size))
 

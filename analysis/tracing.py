@@ -46,7 +46,6 @@ Segments (token-wise summary, Sec. 3.3), derived from the rendered prompt itself
 from __future__ import annotations
 
 import copy
-import math
 import re
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -146,10 +145,10 @@ def exclusions(run: TraceRun) -> list[str]:
 
 
 def recovery_rate(p_patched: float | np.ndarray, run: TraceRun) -> float | np.ndarray:
-    den = run.p_clean - run.p_corrupted
-    if den == 0:
-        return np.full_like(np.asarray(p_patched, dtype=float), math.nan)
-    return (np.asarray(p_patched, dtype=float) - run.p_corrupted) / den
+    """Recovery rate of ``p_patched`` for this run (``interventions.formulas.recovery_rate``)."""
+    from interventions.formulas import recovery_rate as rr
+
+    return rr(p_patched, run.p_clean, run.p_corrupted)
 
 
 def layer_variants(run: TraceRun) -> list[Variant]:

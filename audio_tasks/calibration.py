@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from interventions.atomic import cache_root
 from interventions.calibrate import calibrate, load_artifact, save_artifact
 from interventions.config import SteerConfig
 from interventions.steering import Enrich, HeadSteer, LayerGuided, RandomEnrich, layer_weights
@@ -30,10 +30,6 @@ __all__ = ["resolve_static", "auto_calibrate", "build_intervention", "run_calibr
 
 KINDS_NEEDED = {"enrich": ("enrich",), "layer_guided": ("layer_guided",), "single_layer": ("single_layer",),
                 "head": ("head",)}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("AUDIO_LALM_CACHE", Path.home() / ".cache" / "audio_lalm"))
 
 
 def random_heads(L: int, H: int, K: int, seed: int) -> list[tuple[int, int]]:
@@ -167,19 +163,21 @@ def run_calibration(lm, tasks: list[str], out: str | Path | None, *, metadata: d
     meta = {"model_id": lm.pretrained, "revision": lm.revision, "tasks": list(tasks), "split": "calibration",
             "split_seed": md.get("split_seed", 0), "seed": cfg.seed, "num_layers": _dims(lm)[0],
             "num_heads": _dims(lm)[1], "clip_ids": [str(it.meta.get("clip_id")) for it in items],
-            "package_version": getattr(audio_tasks, "__version__", "0"), "dtype": str(lm.engine.dtype),
+            "package_version": audio_tasks.__version__, "dtype": str(lm.engine.dtype),
             "fingerprint": lm.identity}
     if out is not None:
         save_artifact(out, meta, result, tensors)
     return {"meta": meta, **result}, tensors
 
 
-def auto_calibrate(lm, task: str):
-    """Calibrate automatically on ``task``'s calibration split (cached on disk)."""
-    from audio_tasks.items import metadata_for_run
+def auto_calibrate(lm, task: str, metadata: dict[str, Any] | None = None):
+    """Calibrate automatically on ``task``'s calibration split (cached on disk).
+
+    ``metadata``: the task's ``--metadata`` (``audio_tasks.data.registry.doc_metadata`` of its docs)."""
+    from audio_tasks.data.registry import calibration_metadata
 
     cfg: SteerConfig = lm.steer_cfg
-    md = metadata_for_run()
+    md = calibration_metadata(dict(metadata or {}))
     kinds = KINDS_NEEDED[cfg.steer]
     key = _cache_key(lm, task, md, kinds)
     d = cache_root() / "calibration" / key

@@ -10,16 +10,7 @@ from typing import Any, Iterable
 
 from lm_eval.api.instance import Instance
 
-__all__ = ["load_tasks", "task_requests", "task_items", "flatten_tasks", "metadata_for_run"]
-
-
-def metadata_for_run(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metadata of the current run (what our loaders saw via --metadata), plus ``extra``."""
-    from audio_tasks.data import registry
-
-    md = dict(registry.last_metadata())
-    md.update(extra or {})
-    return md
+__all__ = ["load_tasks", "task_requests", "task_items", "flatten_tasks"]
 
 
 def flatten_tasks(task_dict: dict) -> dict[str, Any]:
@@ -61,12 +52,19 @@ def task_requests(task: Any, limit: int | None = None, apply_chat_template: bool
     return list(task.instances)
 
 
-def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
+def task_items(engine: Any, task_names: Iterable[str], *, split: str | None = None,
                metadata: dict[str, Any] | None = None, limit: int | None = None) -> list[Any]:
     """MCItems (see interventions.scoring) for the docs of the given tasks.
 
+    ``engine``: an :class:`interventions.engine.Engine` (``interventions.load_engine``), or an object with an
+    ``engine`` attribute (``AudioLALM``); items come from ``audio_tasks.requests.build_items``.
+
     ``item.meta`` holds task, doc_id, doc, gold (index), choices (strings) and the rendered prompt.
     """
+    from audio_tasks.requests import build_items
+
+    lm = engine if hasattr(engine, "engine") else None  # AudioLALM: its first-token settings apply
+    engine = getattr(engine, "engine", engine)
     md = dict(metadata or {})
     if split:
         md["split"] = split
@@ -75,15 +73,15 @@ def task_items(lm: Any, task_names: Iterable[str], *, split: str | None = None,
     items = []
     for name in sorted(tasks, key=lambda n: (order.get(n, len(order)), n)):
         task = tasks[name]
-        lm._building_for_analysis = True  # first-token collisions refuse analyses (audio_tasks.labels)
-        try:
-            its = lm._build_items(task_requests(task, limit=limit))
-        finally:
-            lm._building_for_analysis = False
+        # analyses score first tokens: choices sharing one are refused (audio_tasks.labels)
+        its = build_items(engine, task_requests(task, limit=limit), for_analysis=True,
+                          first_token=getattr(lm, "first_token", "in_context"),
+                          collisions=getattr(lm, "first_token_collisions", "auto"),
+                          clip_cache=getattr(lm, "_audio_cache", None))
         for it in its:
             doc = it.meta["doc"]
-            gold = task.doc_to_target(doc)
             choices = task.doc_to_choice(doc)
+            gold = doc["gold"] if isinstance(doc, dict) and "gold" in doc else task.doc_to_target(doc)
             if not isinstance(gold, int):
                 gold = choices.index(gold) if gold in choices else int(gold)
             is_dict = isinstance(doc, dict)

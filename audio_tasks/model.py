@@ -9,11 +9,9 @@ details come from :mod:`interventions.specs`; interventions from :mod:`intervent
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,17 +19,17 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from tqdm import tqdm
 
-from interventions.config import STEER_KEYS, SteerConfig
+from audio_tasks.model_args import MODEL_ARGS
+from interventions.config import SteerConfig
+from interventions.loader import load_model as _load_model
+from interventions.loader import reference_model_dir
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
 __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 
-REFERENCE_MODEL_DIR = Path(__file__).parent / "reference" / "model"
+REFERENCE_MODEL_DIR = reference_model_dir()
 
-MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
-              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix", "first_token",
-              "first_token_collisions") + STEER_KEYS
 
 
 def _bool(v: Any) -> bool:
@@ -52,75 +50,19 @@ def _cli_device_is_default(args: dict[str, Any], extra: dict[str, Any]) -> bool:
                                                                    for a in sys.argv)
 
 
-def _dtype(name: Any, device: str):
-    import torch
+def load_model(pretrained: str, **kwargs: Any):
+    """(model, processor, spec) through the one loading path (:func:`interventions.loader.load_model`), with the
+    offline fixture processors registered when a tiny checkpoint names them."""
+    from audio_tasks.processors import import_fixtures
 
-    if name in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(name, torch.dtype):
-        return name
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if str(name) not in table:
-        raise ValueError(f"dtype={name!r}; valid: auto, {', '.join(table)}")
-    return table[str(name)]
-
-
-def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "auto", device: str = "cpu",
-               attn_implementation: str | None = None, trust_remote_code: bool = False, parallelize: bool = False):
-    """Load (model, processor, spec) for any architecture with a spec: the one loading path."""
-    import transformers
-    from transformers import AutoConfig, AutoProcessor
-
-    from interventions.specs import spec_for_config
-
-    config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
-    spec = spec_for_config(config)
-    if spec.not_run_reason:
-        raise NotImplementedError(f"{spec.name} ({pretrained}): {spec.not_run_reason}")
-    import importlib
-
-    for mod in spec.processor_imports:  # offline processor classes a checkpoint may name (data in the spec)
-        importlib.import_module(mod)
-    from audio_tasks import processors as _processors
-
-    # tiny fixture processors, or a clear error naming a missing extra
-    _processors.prepare(pretrained, getattr(config, "model_type", None))
-    cls = getattr(transformers, spec.model_class)
-    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code,
-                              "dtype": _dtype(dtype, device)}
-    if attn_implementation:
-        kwargs["attn_implementation"] = (json.loads(attn_implementation) if str(attn_implementation).startswith("{")
-                                         else {spec.text_config: attn_implementation})
-    if parallelize:
-        kwargs["device_map"] = "auto"
-    model = cls.from_pretrained(pretrained, **kwargs)
-    if not parallelize:
-        model.to(device)
-    model.eval()
-    processor = _processors.adapt(
-        AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code))
-    tok = getattr(processor, "tokenizer", None)
-    if tok is not None and not isinstance(processor, _processors.MistralVoxtralProcessor):
-        tok.padding_side = "left"
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-    return model, processor, spec
+    import_fixtures(pretrained)
+    return _load_model(pretrained, **kwargs)
 
 
 def _audio_identity(aux: dict[str, Any] | None) -> str:
-    """A key telling requests with the same audio apart from others (paths by name, arrays by content)."""
+    from audio_tasks.requests import audio_identity
 
-    def one(o: Any) -> str:
-        if isinstance(o, str):
-            return o
-        if isinstance(o, dict) and o.get("array") is None:
-            return str(o.get("path")) + hashlib.md5(o.get("bytes") or b"").hexdigest()
-        arr = np.ascontiguousarray(o["array"] if isinstance(o, dict) else o, dtype=np.float32)
-        return hashlib.md5(arr.tobytes()).hexdigest()
-
-    items = (aux or {}).get("audio") or []
-    return "|".join(one(o) for o in (items if isinstance(items, (list, tuple)) else [items]))
+    return audio_identity(aux)
 
 
 class AudioLALM(LM):
@@ -139,7 +81,7 @@ class AudioLALM(LM):
         self.steer_cfg = SteerConfig.from_kwargs(kwargs)
         import torch
 
-        from interventions.engine import Engine
+        from interventions.loader import load_engine
 
         self.pretrained = str(pretrained) if pretrained else str(REFERENCE_MODEL_DIR)
         if not pretrained:
@@ -197,11 +139,14 @@ class AudioLALM(LM):
             raise ValueError(f"first_token_collisions={kwargs['first_token_collisions']!r}; valid: "
                              f"{', '.join(COLLISION_POLICIES)}")
 
-        self.model, self.processor, self.spec = load_model(
+        from audio_tasks.processors import import_fixtures
+
+        import_fixtures(self.pretrained)  # offline tiny processors, when a tiny checkpoint names them
+        self.engine = load_engine(
             self.pretrained, revision=self.revision, dtype=kwargs.get("dtype", "auto"), device=self._device,
             attn_implementation=kwargs.get("attn_implementation"), trust_remote_code=self.trust_remote_code,
             parallelize=_bool(kwargs.get("parallelize", False)))
-        self.engine = Engine(self.model, self.processor, self.spec)
+        self.model, self.processor, self.spec = self.engine.model, self.engine.processor, self.engine.spec
         self.tokenizer = self.engine.tokenizer
         L, H = self.spec.num_layers(self.model), self.spec.num_heads(self.model)
         self.steer_cfg.validate_against(L, H)
@@ -351,52 +296,20 @@ class AudioLALM(LM):
 
     # ---- request parsing --------------------------------------------------------------------
     def _clips(self, aux: dict[str, Any] | None, where: str) -> list[np.ndarray]:
-        from audio_tasks.audio import load_audio, warn_if_truncated
+        from audio_tasks.requests import load_clips
 
-        if not aux or not aux.get("audio"):
-            return []
-        items = aux["audio"]
-        if not isinstance(items, (list, tuple)):
-            items = [items]
-        out = []
-        window = self.engine.audio_window_s
-        for it in items:
-            key = it if isinstance(it, str) else None
-            if key and key in self._audio_cache:
-                out.append(self._audio_cache[key])
-                continue
-            wav = load_audio(it, self.engine.sampling_rate, where=where)
-            warn_if_truncated(len(wav), self.engine.sampling_rate, window, where)
-            if window:
-                wav = wav[: int(window * self.engine.sampling_rate)]
-            if key:
-                self._audio_cache[key] = wav
-                while len(self._audio_cache) > 2048:
-                    self._audio_cache.popitem(last=False)
-            out.append(wav)
-        return out
+        return load_clips(self.engine, aux, where, self._audio_cache)
 
     def render(self, context: str, doc: Any, n_audio: int) -> str:
         """The exact prompt string fed to the processor."""
-        if n_audio == 0 or self._external_chat:
-            return context
-        if isinstance(doc, dict) and "user_prompt" in doc and "assistant_prefix" in doc:
-            return self.engine.render_chat(doc["user_prompt"], assistant_prefix=doc["assistant_prefix"],
-                                           n_audio=n_audio)
-        return self.engine.render_chat(context, n_audio=n_audio)
+        from audio_tasks.requests import render_prompt
+
+        return render_prompt(self.engine, context, doc, n_audio, external_chat=self._external_chat)
 
     def _split_continuation(self, prompt: str, continuation: str) -> list[int]:
-        """Continuation tokens as lm-eval's hf model splits them (trailing context spaces move
-        to the continuation; the boundary is taken from the tokenization of the whole string)."""
-        n_sp = len(prompt) - len(prompt.rstrip())
-        if n_sp:
-            continuation = prompt[-n_sp:] + continuation
-            prompt = prompt[:-n_sp]
-        whole = self.engine.encode_text(prompt + continuation)
-        ctx = self.engine.encode_text(prompt)
-        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-            return whole[len(ctx):]
-        return self.engine.encode_text(continuation)
+        from audio_tasks.requests import split_continuation
+
+        return split_continuation(self.engine, prompt, continuation)
 
     def _cache_args(self, requests: list[Instance]) -> list[tuple] | None:
         """Each request's args as lm-eval's --use_cache looked them up (before ``rendered_prompt`` is added to
@@ -409,55 +322,16 @@ class AudioLALM(LM):
         return [tuple(copy.deepcopy(a) if isinstance(a, dict) else a for a in r.args) for r in requests]
 
     def _build_items(self, requests: list[Instance]):
-        from interventions.scoring import MCItem
+        """Requests -> MCItems (``audio_tasks.requests.build_items`` over this model's engine)."""
+        from audio_tasks.requests import build_items
 
-        groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
-        for idx, req in enumerate(requests):
-            args = req.args
-            context, continuation = args[0], args[1]
-            aux = args[2] if len(args) > 2 else None
-            key = (req.task_name, req.doc_id, context, _audio_identity(aux))
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
-            g["reqs"].append(idx)
-            g["conts"].append(continuation)
-        items = []
-        for key, g in groups.items():
-            req = g["req"]
-            where = f"task {req.task_name}, doc {req.doc_id}"
-            clips = self._clips(g["aux"], where)
-            prompt = self.render(g["context"], req.doc, len(clips))
-            if g["aux"] is not None:
-                g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
-            if prompt != g["context"]:  # --log_samples' context (arg_0) = the text the model saw
-                for r in g["reqs"]:
-                    requests[r].arguments = (prompt, *requests[r].args[1:])
-            cont_ids = []
-            for c in g["conts"]:
-                # Split at the text level, before placeholders are expanded.
-                cont_ids.append(self._split_continuation(prompt, c))
-            first_ids = None
-            if self.first_token == "audiolens":  # AudioLens release code: label alone, no leading space
-                from audio_tasks.labels import audiolens_first_id
-
-                first_ids = [audiolens_first_id(self.engine.encode_text, c) for c in g["conts"]]
-            from audio_tasks.labels import check_first_tokens, refuses
-
-            if refuses(self.first_token_collisions, req.task_name, self._building_for_analysis):
-                # before any feature extraction or forward pass
-                check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], self.tokenizer, where)
-            base = prompt
-            n_sp = len(base) - len(base.rstrip())
-            if n_sp:
-                base = base[:-n_sp]
-            tok = self.engine.tokenize(base, clips)
-            items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,
-                                                "desc": where, "doc": req.doc, "prompt": base}, first_ids))
-        return items
+        return build_items(self.engine, requests, clip_cache=self._audio_cache, external_chat=self._external_chat,
+                           first_token=self.first_token, collisions=self.first_token_collisions,
+                           for_analysis=self._building_for_analysis)
 
     # ---- interventions ----------------------------------------------------------------------
-    def intervention_for(self, task_name: str | None):
+    def intervention_for(self, task_name: str | None, doc: Any = None):
+        """The task's intervention (auto-calibrated on first use with the task metadata stamped on ``doc``)."""
         if self.steer_cfg.steer == "none":
             return None
         if "*" in self._interventions:
@@ -469,9 +343,11 @@ class AudioLALM(LM):
             return self._interventions["*"]
         if task_name not in self._interventions:
             from audio_tasks.calibration import auto_calibrate
+            from audio_tasks.data.registry import doc_metadata
             from audio_tasks.record import log_record
 
-            self._interventions[task_name] = auto_calibrate(self, task_name)  # also fills self._records[task]
+            # also fills self._records[task]
+            self._interventions[task_name] = auto_calibrate(self, task_name, doc_metadata(doc))
             log_record(str(task_name), self._records.get(task_name, {}))
         return self._interventions[task_name]
 
@@ -531,6 +407,7 @@ class AudioLALM(LM):
         by_task: OrderedDict[str, list[int]] = OrderedDict()
         for i, it in enumerate(items):
             by_task.setdefault(it.meta["task"], []).append(i)
+        task_doc = {task: items[idxs[0]].meta["doc"] for task, idxs in by_task.items()}
 
         def emit(sub, scores):
             self._note_scored(sub, scores)
@@ -547,7 +424,8 @@ class AudioLALM(LM):
                 sub = [items[i] for i in idxs]
                 groups = self._shared_prefix_groups(sub)
                 if groups is None:
-                    emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
+                    emit(sub, self._score_batches(sub, self.intervention_for(task, task_doc[task]),
+                                                  desc=f"audio_lalm {task}"))
                 else:
                     self._score_shared(sub, groups, {task: list(range(len(sub)))}, emit)
             return out
@@ -555,7 +433,8 @@ class AudioLALM(LM):
         if groups is None:
             for task, idxs in by_task.items():
                 sub = [items[i] for i in idxs]
-                emit(sub, self._score_batches(sub, self.intervention_for(task), desc=f"audio_lalm {task}"))
+                emit(sub, self._score_batches(sub, self.intervention_for(task, task_doc[task]),
+                                              desc=f"audio_lalm {task}"))
             return out
         self._score_shared(items, groups, by_task, emit)
         return out
@@ -563,7 +442,7 @@ class AudioLALM(LM):
     def _score_shared(self, items, groups, by_task, emit) -> None:
         # Shared audio prefixes: walk the clips in chunks of one batch; within a chunk every task
         # (prompt format, intervention) is scored against the prefix KV computed once per clip.
-        ivs = {task: self.intervention_for(task) for task in by_task}
+        ivs = {task: self.intervention_for(task, items[idxs[0]].meta["doc"]) for task, idxs in by_task.items()}
         pbar = tqdm(total=len(items), desc="audio_lalm (shared audio prefixes)", disable=(self.rank != 0))
         pos = 0
         while pos < len(groups):
@@ -621,7 +500,7 @@ class AudioLALM(LM):
             max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
             tok = self.engine.tokenize(prompt, clips)
             prep = self.engine.prepare([tok])
-            iv = self.intervention_for(req.task_name)
+            iv = self.intervention_for(req.task_name, req.doc)
             with torch.no_grad():
                 if iv is not None:
                     with iv.applied(self.engine, prep, [tok], last_positions(prep)):

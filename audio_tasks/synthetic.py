@@ -63,6 +63,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
+from audio_tasks.data.sakura_tracks import TRACKS as _SAKURA_TRACKS
+
 __all__ = [
     "SAMPLE_RATE",
     "GENERATOR_VERSION",
@@ -86,13 +88,9 @@ SAMPLE_RATE = 16000
 GENERATOR_VERSION = "synthetic_sakura_v1"
 MANIFEST_NAME = "synthetic_manifest.json"
 
-TRACKS = ("Gender", "Language", "Emotion", "Animal")
-LABELS: dict[str, tuple[str, ...]] = {
-    "Gender": ("male", "female"),
-    "Language": ("English", "German", "Spanish", "French", "Italian", "Chinese", "Japanese", "Korean"),
-    "Emotion": ("angry", "disgust", "fear", "happy", "sad"),
-    "Animal": ("dog", "cat", "pig", "cow", "frog", "hen", "rooster", "sheep", "crow"),
-}
+# The SAKURA table's one home is audio_tasks.data.sakura_tracks (folder names and labels in AudioLens order).
+TRACKS = tuple(t.folder for t in _SAKURA_TRACKS.values())
+LABELS: dict[str, tuple[str, ...]] = {t.folder: t.labels for t in _SAKURA_TRACKS.values()}
 SPLITS = ("train", "calibration", "evaluation")
 SPLIT_PREFIX = {"train": "train", "calibration": "calib", "evaluation": "eval"}
 COLUMNS = (
@@ -1162,9 +1160,10 @@ def read_metadata(root: str | os.PathLike, track: str, split: str | None = None)
 # ----------------------------------------------------------------------------------------------------------
 
 def default_cache_dir() -> Path:
-    """``$AUDIO_LALM_CACHE`` if set, else ``~/.cache/audio_lalm``."""
-    env = os.environ.get("AUDIO_LALM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "audio_lalm"
+    """``$AUDIO_LALM_CACHE`` if set, else ``~/.cache/audio_lalm`` (``interventions.atomic.cache_root``)."""
+    from interventions.atomic import cache_root
+
+    return cache_root()
 
 
 def dataset_dir(root: str | os.PathLike | None = None, seed: int = 0, **generate_kwargs) -> Path:

@@ -21,6 +21,9 @@ from typing import Callable
 
 import torch
 
+from audio_tasks.data.sakura_tracks import TRACKS as SAKURA_TRACKS
+from audio_tasks.data.sakura_tracks import p3_user_prompt
+
 QWEN_SPECIALS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -46,17 +49,11 @@ QWEN2_AUDIO_CHAT_TEMPLATE = (
 
 # Text the tokenizer is trained on: the prompts and labels of the shipped tasks, so that labels
 # get sensible tokens (some single-token, some multi-token: both scoring paths get exercised).
-_LABELS = (
-    "male female English German Spanish French Italian Chinese Japanese Korean angry disgust fear "
-    "happy sad dog cat pig cow frog hen rooster sheep crow"
-)
+_LABELS = " ".join(label for t in SAKURA_TRACKS.values() for label in t.labels)
 _CORPUS = [
     "You are a helpful assistant.",
-    "What is the gender of the speaker in the speech? Possible options: male, female.",
-    "What is the language spoken in the speech? Possible options: English, German, Spanish, French, Italian, Chinese, Japanese, Korean.",
-    "What is the emotion of the speaker in the speech? Possible options: angry, disgust, fear, happy, sad.",
-    "What animal makes the sound? Possible options: dog, cat, pig, cow, frog, hen, rooster, sheep, crow.",
-    "The speaker's gender is The speech's spoken language is The speaker's emotion is The sound file's animal is",
+    *(p3_user_prompt(t) for t in SAKURA_TRACKS.values()),
+    " ".join(t.prefix for t in SAKURA_TRACKS.values()),
     "The answer is (a) (b) (c) (d) (e) (A) (B) (C) (D) (E) (F) (G) (H) Audio 1: system user assistant",
     "Please identify the gender of the speaker. Which of the following best describes the sound? Based on the given audio,",
     _LABELS,

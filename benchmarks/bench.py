@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import resource
 import statistics
@@ -26,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from audio_tasks.data.sakura_tracks import TRACKS as SAKURA_TRACKS
 
 SR = 16000
 
@@ -41,15 +42,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
                  scaling_docs=32),
 }
 
-TASKS = {  # name: (labels, question, prefix, mean clip seconds)
-    "gender": (("male", "female"), "What is the gender of the speaker in the speech?", "The speaker's gender is", 5.8),
-    "language": (("English", "German", "Spanish", "French", "Italian", "Chinese", "Japanese", "Korean"),
-                 "What is the language spoken in the speech?", "The speech's spoken language is", 5.8),
-    "emotion": (("angry", "disgust", "fear", "happy", "sad"), "What is the emotion of the speaker in the speech?",
-                "The speaker's emotion is", 3.1),
-    "animal": (("dog", "cat", "pig", "cow", "frog", "hen", "rooster", "sheep", "crow"),
-               "What animal makes the sound?", "The sound file's animal is", 4.5),
-}
+# name: (labels, question, prefix, mean clip seconds); the SAKURA table lives in audio_tasks.data.sakura_tracks.
+_MEAN_CLIP_S = {"gender": 5.8, "language": 5.8, "emotion": 3.1, "animal": 4.5}
+TASKS = {name: (t.labels, t.question, t.prefix, _MEAN_CLIP_S[name]) for name, t in SAKURA_TRACKS.items()}
 
 TARGETS = {
     "T1_ms_per_doc": 16.0, "T1_speedup_gender": 2.5, "T1_speedup_animal": 10.0,
@@ -203,12 +198,9 @@ def make_items(engine, task: str, clips: list[np.ndarray], prompt: str = "p3", l
 
 # ---- timing ----------------------------------------------------------------------------------------------
 
-WARMUP = True
-
-
-def timed(device: str, fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall seconds of ``fn`` over ``repeats`` runs (after one warm-up run)."""
-    if WARMUP:
+def timed(device: str, fn: Callable[[], Any], repeats: int, warmup: bool = True) -> float:
+    """Median wall seconds of ``fn`` over ``repeats`` runs (after one warm-up run unless ``warmup`` is False)."""
+    if warmup:
         fn()
     ts = []
     for _ in range(repeats):
@@ -395,8 +387,7 @@ def run_bench(args) -> dict[str, Any]:
     if args.batch:
         cfg["batch"] = args.batch
     dev = args.device
-    global WARMUP
-    WARMUP = cfg.get("warmup", True)
+    warm = bool(cfg.get("warmup", True))
     tasks = cfg.get("tasks", tuple(TASKS))
     if dev == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
@@ -429,14 +420,14 @@ def run_bench(args) -> dict[str, Any]:
     items_by_task = {t: make_items(engine, t, clips[t]) for t in tasks}
     for task, items in items_by_task.items():
         reset_mem(dev)
-        s = timed(dev, lambda: ours(engine, items, B), R)
+        s = timed(dev, lambda: ours(engine, items, B), R, warm)
         row = {"choices": len(items[0].continuations), "ours": entry(s, N, flops_ours(fl, items, B))}
         if task in ("gender", "animal"):
             reset_mem(dev)
-            sb = timed(dev, lambda: baseline_per_choice(engine, proc, items), 1)
+            sb = timed(dev, lambda: baseline_per_choice(engine, proc, items), 1, warm)
             row["per_choice_batch1"] = entry(sb, N, flops_per_choice(fl, items))
             reset_mem(dev)
-            sg = timed(dev, lambda: baseline_generate(engine, proc, items), 1)
+            sg = timed(dev, lambda: baseline_generate(engine, proc, items), 1, warm)
             row["generate16"] = entry(sg, N, flops_generate(fl, items))
             row["speedup_vs_per_choice"] = sb / s
             row["speedup_vs_generate"] = sg / s
@@ -454,16 +445,16 @@ def run_bench(args) -> dict[str, Any]:
         for its in cfg_items:
             ours(engine, its, B)
 
-    runs = R + (1 if WARMUP else 0)
+    runs = R + (1 if warm else 0)
     e0, p0, h0 = engine.encoder_calls, engine.prefix_tokens_computed, engine.prefix_hits
-    s_sh = timed(dev, shared, R)
+    s_sh = timed(dev, shared, R, warm)
     enc_shared = (engine.encoder_calls - e0) // runs
     prefix_tokens = (engine.prefix_tokens_computed - p0) // runs
     prefix_hits = (engine.prefix_hits - h0) // runs
     e0 = engine.encoder_calls
-    s_ind = timed(dev, independent, R)
+    s_ind = timed(dev, independent, R, warm)
     enc_ind = (engine.encoder_calls - e0) // runs
-    s_one = statistics.mean(timed(dev, lambda its=its: ours(engine, its, B), R) for its in cfg_items)
+    s_one = statistics.mean(timed(dev, lambda its=its: ours(engine, its, B), R, warm) for its in cfg_items)
     res["T2"] = {"k": 3, "shared_seconds": s_sh, "independent_seconds": s_ind, "one_config_seconds": s_one,
                  "cost_ratio_k3": s_sh / s_one, "independent_ratio_k3": s_ind / s_one,
                  "encoder_calls_shared": enc_shared, "encoder_calls_independent": enc_ind, "clips": N,
@@ -475,24 +466,24 @@ def run_bench(args) -> dict[str, Any]:
     L2 = engine.num_layers
     sweep = [Enrich(1, lam, min(2, L2 - 1)) for lam in (0.5, 1.0, 2.0)]
     items_p3 = cfg_items[2]
-    s_iv_sh = timed(dev, lambda: several_configs_shared(engine, [items_p3] * 3, B, sweep), R)
-    s_iv_one = statistics.mean(timed(dev, lambda iv=iv: ours(engine, items_p3, B, iv), R) for iv in sweep)
+    s_iv_sh = timed(dev, lambda: several_configs_shared(engine, [items_p3] * 3, B, sweep), R, warm)
+    s_iv_one = statistics.mean(timed(dev, lambda iv=iv: ours(engine, items_p3, B, iv), R, warm) for iv in sweep)
     res["T2"]["interventions"] = {"configs": [iv.describe() for iv in sweep], "shared_seconds": s_iv_sh,
                                   "one_config_seconds": s_iv_one, "cost_ratio_k3": s_iv_sh / s_iv_one}
 
     # ---- T3: lens of all layers at two positions ------------------------------------------------------------
     items = items_by_task["gender"]
-    s_plain = timed(dev, lambda: ours(engine, items, B), R)
-    s_lens = timed(dev, lambda: lens_two_positions(engine, items, B), R)
+    s_plain = timed(dev, lambda: ours(engine, items, B), R, warm)
+    s_lens = timed(dev, lambda: lens_two_positions(engine, items, B), R, warm)
     res["T3"] = {"plain_seconds": s_plain, "lens_seconds": s_lens, "ratio": s_lens / s_plain,
                  "layers": engine.num_layers + 1, "positions": 2}
 
     # ---- T4: layer-wise causal tracing ------------------------------------------------------------------------
     n4 = max(1, min(N, args.trace_docs or N))
     items4 = items[:n4]
-    s_plain4 = timed(dev, lambda: ours(engine, items4, B), R)
-    s_tr = timed(dev, lambda: tracing_batched(engine, items4), R)
-    s_nv = timed(dev, lambda: tracing_naive(engine, items4), 1)
+    s_plain4 = timed(dev, lambda: ours(engine, items4, B), R, warm)
+    s_tr = timed(dev, lambda: tracing_batched(engine, items4), R, warm)
+    s_nv = timed(dev, lambda: tracing_naive(engine, items4), 1, warm)
     res["T4"] = {"docs": n4, "layers": engine.num_layers, "plain_ms_per_doc": 1e3 * s_plain4 / n4,
                  "batched_ms_per_doc": 1e3 * s_tr / n4, "naive_ms_per_doc": 1e3 * s_nv / n4,
                  "plain_equiv": s_tr / s_plain4, "naive_plain_equiv": s_nv / s_plain4,
@@ -503,9 +494,9 @@ def run_bench(args) -> dict[str, Any]:
     heads = [(max(1, L - 2), 0), (max(1, L - 1), 1 % H), (L, 2 % H)]
     lg = LayerGuided(weights=layer_weights(heads), alpha=1.0, heads=heads)
     hs = HeadSteer(heads=heads, alpha=1.0)
-    s_un = timed(dev, lambda: ours(engine, items, B), R)
-    s_lg = timed(dev, lambda: ours(engine, items, B, lg), R)
-    s_hs = timed(dev, lambda: ours(engine, items, B, hs), R)
+    s_un = timed(dev, lambda: ours(engine, items, B), R, warm)
+    s_lg = timed(dev, lambda: ours(engine, items, B, lg), R, warm)
+    s_hs = timed(dev, lambda: ours(engine, items, B, hs), R, warm)
     res["T5"] = {"unsteered_seconds": s_un, "layer_guided_seconds": s_lg, "head_seconds": s_hs,
                  "layer_guided_ratio": s_lg / s_un, "head_ratio": s_hs / s_un, "heads": [list(h) for h in heads]}
 
@@ -552,6 +543,7 @@ def batch_auto_check(tok_dir: Path, dev: str, clips: list[np.ndarray]) -> dict[s
 
 
 def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
+    warm = bool(cfg.get("warmup", True))
     n = cfg["scaling_docs"] if not args.docs else min(cfg["scaling_docs"], args.docs)
     B, R = cfg["batch"], cfg["repeats"]
     rng = np.random.default_rng(1)
@@ -560,16 +552,16 @@ def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
     for sec in (2.0, 4.0, 8.0):
         cl = [make_clip(rng, sec, "gender") for _ in range(n)]
         its = make_items(engine, "gender", cl)
-        s = timed(dev, lambda: ours(engine, its, B), R)
+        s = timed(dev, lambda: ours(engine, its, B), R, warm)
         rows.append({"clip_s": sec, "tokens": int(its[0].tok.input_ids.shape[0]), "ms_per_doc": 1e3 * s / n})
     out["clip_length"] = rows
     rows = []
     cl = [make_clip(rng, 4.5, "animal") for _ in range(n)]
     for k in (2, 5, 9):
         its = make_items(engine, "animal", cl, labels=TASKS["animal"][0][:k])
-        s = timed(dev, lambda: ours(engine, its, B), R)
+        s = timed(dev, lambda: ours(engine, its, B), R, warm)
         row = {"choices": k, "ms_per_doc": 1e3 * s / n}
-        sb = timed(dev, lambda: baseline_per_choice(engine, engine.processor, its), 1)
+        sb = timed(dev, lambda: baseline_per_choice(engine, engine.processor, its), 1, warm)
         row["per_choice_ms_per_doc"] = 1e3 * sb / n
         row["speedup"] = sb / s
         rows.append(row)
@@ -579,7 +571,7 @@ def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
     for layers in (2, 4, 8):
         eng, _ = build_model(cfg, dev, tok_dir, layers=layers)
         its = make_items(eng, "gender", cl)
-        s = timed(dev, lambda: ours(eng, its, B), R)
+        s = timed(dev, lambda: ours(eng, its, B), R, warm)
         rows.append({"layers": layers, "ms_per_doc": 1e3 * s / n})
     out["layers"] = rows
     return out
@@ -694,10 +686,9 @@ def flops_markdown(est: dict[str, Any]) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from interventions.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,20 +6,41 @@
 * ``append_jsonl`` / ``read_jsonl`` keep resumable per-sample records: one JSON object per line, each appended
   with a single write and ``fsync``. A killed run can leave a truncated last line; ``read_jsonl`` ignores it
   and the next ``append_jsonl`` cuts it off before appending, so the file stays valid.
+* ``json_safe`` turns NaN/inf into ``null`` (JSON has no NaN; a number computed from NaN is never reported);
+  ``cache_root`` is the one cache folder (``$AUDIO_LALM_CACHE``, default ``~/.cache/audio_lalm``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "iter_jsonl", "read_jsonl",
-           "sweep_stale_temps"]
+           "sweep_stale_temps", "json_safe", "cache_root"]
 
 PathLike = str | os.PathLike[str]
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$AUDIO_LALM_CACHE`` when set and non-empty, else ``~/.cache/audio_lalm`` (``~`` expanded)."""
+    return Path(os.environ.get("AUDIO_LALM_CACHE") or Path.home() / ".cache" / "audio_lalm").expanduser()
+
+
+def json_safe(o: Any) -> Any:
+    """``o`` with non-finite floats replaced by None, dict keys as strings and arrays/tensors as lists."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if hasattr(o, "tolist"):
+        return json_safe(o.tolist())
+    return o
 
 
 def _default_mode(path: Path) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,21 +28,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import hooks
+from . import formulas, hooks
 from .atomic import atomic_write_bytes
 from .engine import Engine
-from .scoring import last_positions
+from .formulas import first_token_ids
+from .formulas import select_specialists as select_heads
+from .formulas import specialist_correlations as point_biserial_matrix
+from .scoring import last_positions, pad_choices
 from .steering import Enrich, HeadSteer, layer_weights
 
 __all__ = ["CalibrationData", "collect", "calibrate", "save_artifact", "load_artifact", "ARTIFACT_VERSION",
            "point_biserial_matrix", "select_heads", "sweep_final_layer", "info_scores", "first_token_ids"]
 
 ARTIFACT_VERSION = 2  # 2: meta.fingerprint (model identity) is recorded and checked
-
-
-def first_token_ids(item) -> list[int]:
-    first = getattr(item, "first_ids", None)
-    return list(first) if first else [c[0] for c in item.continuations]
 
 
 @dataclass
@@ -76,19 +75,11 @@ def item_golds(item) -> list[int]:
 
 
 def gold_mask(gold: torch.Tensor, golds: list[list[int]] | None, C: int) -> torch.Tensor:
-    mask = torch.zeros((len(gold), C), dtype=torch.bool)
-    for i in range(len(gold)):
-        for g in (golds[i] if golds is not None else [int(gold[i])]):
-            mask[i, int(g)] = True
-    return mask
+    """(N, C) bool tensor of the choices that count as correct (``formulas.gold_mask``)."""
+    return torch.from_numpy(formulas.gold_mask(golds if golds is not None else gold, C))
 
 
-def _pad_choices(rows: list[torch.Tensor]) -> torch.Tensor:
-    C = max(r.shape[-1] for r in rows)
-    out = torch.full((len(rows),) + tuple(rows[0].shape[:-1]) + (C,), -math.inf)
-    for i, r in enumerate(rows):
-        out[i, ..., : r.shape[-1]] = r
-    return out
+_pad_choices = pad_choices  # one home: interventions.scoring.pad_choices
 
 
 @torch.no_grad()
@@ -108,7 +99,7 @@ def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attent
         toks = [it.tok for it in chunk]
         prep = engine.prepare(toks)
         last = last_positions(prep)
-        ctx = hooks.eager_attention(m, s) if attention else _null()
+        ctx = hooks.eager_attention(m, s) if attention else nullcontext()
         with ctx, hooks.capture_residual(m, s, [L], last) as top, \
                 hooks.capture_head_inputs(m, s, all_layers if heads else [], last) as hin:
             out = engine.run(prep, output_hidden_states=True, output_attentions=attention)
@@ -126,9 +117,8 @@ def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attent
         if heads:
             ha.append(torch.stack([hin[l] for l in all_layers], 1).float().cpu())
         if attention:
-            amask = prep.audio_mask.float()  # (B, T)
-            mass = torch.stack([a[:, :, -1, :].float() @ amask[:, :, None] for a in out.attentions], 1)
-            attn.append(mass.squeeze(-1).cpu())  # (B, L, H)
+            mass = [formulas.audio_attention_mass(a[:, :, -1, :], prep.audio_mask) for a in out.attentions]
+            attn.append(torch.stack(mass, 1).cpu())  # (B, L, H)
         if silence:
             prep_s = engine.prepare(toks, silence=True)
             with hooks.capture_residual(m, s, all_layers, last) as cap, \
@@ -151,51 +141,15 @@ def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attent
         choice_ids=[first_token_ids(it) for it in items], golds=[item_golds(it) for it in items])
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
 # ---- selection ------------------------------------------------------------------------------
 
 
 def info_scores(lens: torch.Tensor, gold: torch.Tensor, subset: torch.Tensor | None = None,
                 golds: list[list[int]] | None = None) -> torch.Tensor:
-    """AudioLens Eq. 2 per layer: fraction of samples whose argmax over the label set is a correct label."""
-    mask = gold_mask(gold, golds, lens.shape[-1])
-    hit = mask.gather(1, lens.argmax(-1)).float()  # (N, L+1)
-    if subset is not None:
-        hit = hit[subset]
-    if hit.shape[0] == 0:
-        return torch.full((lens.shape[1],), float("nan"))
-    return hit.mean(0)
-
-
-def point_biserial_matrix(mass: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-    """Pearson r (= point-biserial for binary y) of each head's mass with correctness: (L, H).
-    Heads with constant mass, or a constant y, get r = 0."""
-    x = mass.double()
-    y = correct.double()[:, None, None]
-    xc = x - x.mean(0, keepdim=True)
-    yc = y - y.mean(0, keepdim=True)
-    num = (xc * yc).sum(0)
-    sx, sy = (xc ** 2).sum(0), (yc ** 2).sum(0)
-    # a constant column (up to rounding of its mean) has no correlation
-    const = (sx <= 1e-12 * (x ** 2).sum(0).clamp(min=1e-300)) | (sy <= 0)
-    den = torch.sqrt(sx * sy)
-    r = torch.where(~const & (den > 0), num / den.clamp(min=1e-300), torch.zeros_like(num))
-    return r.float()
-
-
-def select_heads(r: torch.Tensor, K: int) -> list[tuple[int, int]]:
-    """Top-K heads by |r| (ties broken by (layer, head) order); layers reported 1-based."""
-    L, H = r.shape
-    flat = r.abs().flatten()
-    order = sorted(range(L * H), key=lambda i: (-float(flat[i]), i))[:K]
-    return [(i // H + 1, i % H) for i in order]
+    """The information score per layer (``formulas.information_score``) as a float32 tensor; ``golds``: per
+    item every index that counts as correct (MMAU), else ``gold``."""
+    return torch.as_tensor(formulas.information_score(lens, golds if golds is not None else gold, subset),
+                           dtype=torch.float32)
 
 
 def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData) -> float | None:
@@ -214,13 +168,17 @@ def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData
 
 def sweep_final_layer(engine: Engine, data: CalibrationData, weights: dict[int, float],
                       alphas: Sequence[float]) -> dict[float, float]:
-    """Accuracy of h_L + alpha * sum_l w_l (h_l^audio - h_l^silence) for each alpha (no re-forward:
-    the edit is at the final layer, so cached states suffice)."""
+    """Accuracy of layer-guided steering for each alpha, from cached states (no re-forward: the edit is
+    at the final layer).  The same functions as the forward hook (``LayerGuided``):
+    ``formulas.layer_guided_direction`` and ``formulas.final_layer_steering``."""
+    if data.resid_audio is None or data.resid_silence is None:
+        raise ValueError("sweep_final_layer needs calibration data collected with silence=True")
     L = data.resid_audio.shape[1] - 1
-    d = torch.zeros_like(data.resid_audio[:, 0])
-    for l, w in weights.items():
-        d += w * (data.resid_audio[:, l] - data.resid_silence[:, l])
-    return {float(a): _acc_from_final(engine, data.resid_audio[:, L] + a * d, data) for a in alphas}
+    audio = {l: data.resid_audio[:, l] for l in weights}
+    silence = {l: data.resid_silence[:, l] for l in weights}
+    d = formulas.layer_guided_direction(weights, audio, silence)
+    h_L = data.resid_audio[:, L]
+    return {float(a): _acc_from_final(engine, formulas.final_layer_steering(h_L, d, a), data) for a in alphas}
 
 
 def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[float], batch_size: int = 8,

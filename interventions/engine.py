@@ -133,11 +133,10 @@ class Engine:
     @property
     def audio_window_s(self) -> float | None:
         """Seconds of audio the encoder sees per clip (longer clips are truncated): the spec's
-        ``extra["audio_window_s"]``, else the feature extractor's ``chunk_length`` (30 s for Whisper-style)."""
+        ``audio_window_s``, else the feature extractor's ``chunk_length`` (30 s for Whisper-style)."""
         fe = getattr(self.processor, "feature_extractor", None)
-        if "audio_window_s" in self.spec.extra:  # None: no cut (long audio is windowed by the processor)
-            w = self.spec.extra["audio_window_s"]
-        else:
+        w = self.spec.audio_window_s  # 0: no cut (long audio is windowed by the processor)
+        if w is None:
             w = getattr(fe, "chunk_length", None)
         return float(w) if w else None
 
@@ -301,7 +300,7 @@ class Engine:
 
     def tokenize_features_only(self, clip: np.ndarray) -> Tokenized:
         """Processor features and placeholder count for one clip on its own (a minimal prompt)."""
-        placeholder = self.spec.extra.get("audio_prompt")
+        placeholder = self.spec.audio_prompt
         if placeholder is None:
             placeholder = self.render_chat("", add_generation_prompt=False, n_audio=1)
         return self._processor_tokenize(placeholder, [clip])

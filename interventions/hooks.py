@@ -95,12 +95,13 @@ def capture_residual(model: torch.nn.Module, spec: ArchSpec, layers: Sequence[in
 @contextmanager
 def edit_residual(model: torch.nn.Module, spec: ArchSpec, layer: int, positions: torch.Tensor,
                   delta: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  replace: torch.Tensor | None = None, row_mask: torch.Tensor | None = None) -> Iterator[None]:
+                  replace: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  row_mask: torch.Tensor | None = None) -> Iterator[None]:
     """Add ``delta`` (B, d) to, or ``replace`` (B, d) the residual after ``layer`` at ``positions``.
 
     ``delta`` may be a callable receiving the current states at those positions (B, d) and
-    returning the addition (used when the addition depends on this very pass).  Rows where
-    ``row_mask`` is False are left untouched.
+    returning the addition (used when the addition depends on this very pass); ``replace`` may be a
+    callable receiving them and returning the new states.  Rows where ``row_mask`` is False are left untouched.
     """
 
     def fn(h: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ def edit_residual(model: torch.nn.Module, spec: ArchSpec, layer: int, positions:
         pos = positions.to(h.device)
         cur = h[rows, pos]
         if replace is not None:
-            new = replace.to(h.dtype).to(h.device)
+            new = (replace(cur) if callable(replace) else replace).to(h.dtype).to(h.device)
         else:
             d = delta(cur) if callable(delta) else delta
             new = cur + d.to(h.dtype).to(h.device)

@@ -13,14 +13,19 @@ position only, so the prefix is the same with and without them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 
 from .engine import Engine, Tokenized
 
-__all__ = ["LogLik", "MCItem", "ItemScore", "score_items", "last_positions"]
+if TYPE_CHECKING:
+    from .steering import Intervention
+
+__all__ = ["LogLik", "MCItem", "ItemScore", "score_items", "last_positions", "pad_choices"]
 
 
 class LogLik(float):
@@ -59,13 +64,28 @@ class ItemScore:
         return [(LogLik(l, f, 1), g) for l, f, g in zip(self.loglik, self.first, self.greedy)]
 
 
+def pad_choices(rows: Sequence[Any]) -> Any:
+    """Stack per-item score arrays of shape (..., C_i) into (N, ..., max C), missing choices = -inf.
+
+    Works for torch tensors and numpy arrays alike and keeps the rows' dtype: the one padding helper."""
+    C = max(int(r.shape[-1]) for r in rows)
+    shape = (len(rows),) + tuple(rows[0].shape[:-1]) + (C,)
+    if isinstance(rows[0], torch.Tensor):
+        out: Any = torch.full(shape, -math.inf, dtype=rows[0].dtype)
+    else:
+        out = np.full(shape, -np.inf, dtype=np.result_type(rows[0].dtype, np.float64))
+    for i, r in enumerate(rows):
+        out[i, ..., : r.shape[-1]] = r
+    return out
+
+
 def last_positions(prep) -> torch.Tensor:
     """Index of the last prompt position of every row (left padding: T-1)."""
     return torch.full((prep.batch_size,), prep.seq_len - 1, dtype=torch.long, device=prep.input_ids.device)
 
 
 @torch.no_grad()
-def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = None, *,
+def score_items(engine: Engine, items: Sequence[MCItem], intervention: Intervention | None = None, *,
                 share_prefix: bool = False) -> list[ItemScore]:
     """Score every continuation of every item; one decoder pass over the batch of prefixes
     (plus one batched pass for the multi-token continuations, plus what the intervention needs).
@@ -80,8 +100,8 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Any = Non
     # The last prompt position of every row, counted from the end: the same index in the main pass
     # (which may cover only the suffix) and in an intervention's full-length auxiliary passes.
     last = torch.full((prep.batch_size,), -1, dtype=torch.long, device=prep.input_ids.device)
-    if intervention is not None and getattr(intervention, "name", "none") != "none":
-        if getattr(intervention, "unsteered_aux_pass", False):
+    if intervention is not None and intervention.name != "none":
+        if intervention.unsteered_aux_pass:
             # Everything before the last prompt position is unaffected by the intervention: run it once,
             # unsteered; the intervention's unsteered pass and the steered pass cover the last position only.
             prep = engine.split_last(prep)

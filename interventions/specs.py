@@ -80,7 +80,31 @@ class ArchSpec:
     # Set when the spec is written from the published code but cannot be run here: loading stops with
     # this reason before any weights are read.
     not_run_reason: str | None = None
+    # Seconds of audio the encoder sees per clip (longer clips are cut); None: the feature extractor's
+    # ``chunk_length`` (30 s for Whisper-style extractors); 0: no cut (the processor windows long audio).
+    audio_window_s: float | None = None
+    # A minimal prompt holding one audio placeholder, used to get one clip's features and placeholder count;
+    # None: the model's chat template rendered with one audio item and no text.
+    audio_prompt: str | None = None
+    # Deprecated (untyped): only the keys of the typed fields above are accepted; they fill those fields, and the
+    # typed values are mirrored here for code that still reads ``extra[...]``.  Read the typed fields.
+    # Remote-code models whose audio positions cannot be read from placeholder tokens: a rule
+    # ``(input_ids, config) -> bool mask`` written from the published code, and the names of the config
+    # attributes it reads (role -> attribute name, e.g. {"prompt_size": "prompt_size"}).
+    audio_positions: Callable[..., Any] | None = None
+    config_attrs: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        typed = ("audio_window_s", "audio_prompt")
+        unknown = sorted(set(self.extra) - set(typed))
+        if unknown:
+            raise ValueError(f"ArchSpec {self.name!r}: unknown extra key(s) {unknown}; use the typed fields "
+                             f"{', '.join(typed)}")
+        for k, v in self.extra.items():
+            if getattr(self, k) is None:
+                object.__setattr__(self, k, v)
+        self.extra.update({k: getattr(self, k) for k in typed if getattr(self, k) is not None})
 
     # ---- derived accessors -------------------------------------------------------------
     def text_cfg(self, model: torch.nn.Module) -> Any:
@@ -226,9 +250,9 @@ VOXTRAL = register_spec(
         decoder="model.language_model",  # LlamaModel; lm_head at the top
         processor_feature_keys=("input_features",),
         encode_audio=_encode_voxtral,
-        # No cut: audio longer than 30 s is split into several 30-s windows (375 tokens each) as the real
+        # No cut (0): audio longer than 30 s is split into several 30-s windows (375 tokens each) as the real
         # processor (mistral-common) splits it; the engine gives each clip its rows of windows.
-        extra={"audio_window_s": None},
+        audio_window_s=0.0,
     )
 )
 
@@ -243,7 +267,7 @@ QWEN2_5_OMNI = register_spec(
         # positions in all three rows (tests/test_tiny_models.py checks it).
         position_id_rows=3,
         encode_audio=_encode_qwen2_5_omni,
-        extra={"audio_window_s": 30.0},  # the feature extractor keeps at most 30 s (3000 frames)
+        audio_window_s=30.0,  # the feature extractor keeps at most 30 s (3000 frames)
     )
 )
 

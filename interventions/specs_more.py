@@ -84,7 +84,6 @@ QWEN3_OMNI_MOE = register_spec(
         encode_audio=_encode_qwen3_omni,
         # The feature extractor pads clips to the longest of a call: clips are encoded one at a time.
         encode_per_clip=True,
-        processor_imports=("audio_tasks.tiny_more",),
         extra={"audio_window_s": 300.0},
     )
 )
@@ -110,7 +109,6 @@ GRANITE_SPEECH = register_spec(
         encode_per_clip=True,
         # No logit scaling: GraniteSpeechForConditionalGeneration's own forward returns lm_head(h), without the
         # division by text_config.logits_scaling that GraniteForCausalLM applies; scores follow the model's forward.
-        processor_imports=("audio_tasks.tiny_more",),
         # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft, active
         # after loading; the model's generate() turns it off only for text-only input): our passes always have
         # audio (or its silence), so with peft installed "layer l" is block l *with* the adapter, as in the
@@ -141,7 +139,6 @@ PHI4_MULTIMODAL = register_spec(
         processor_feature_keys=("audio_input_features",),
         encode_audio=_encode_phi4,
         encode_per_clip=True,
-        processor_imports=("audio_tasks.tiny_more",),
         # The released checkpoint's speech LoRA (on qkv_proj / o_proj and the MLP) is a separate peft adapter
         # that the user loads and activates for audio; "layer l" is then block l with whatever adapter is
         # active in the loaded model, as in its own forward.  Not tested here (no peft, no adapter).

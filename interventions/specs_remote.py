@@ -103,7 +103,7 @@ QWEN_AUDIO_CHAT = register_spec(
         audio_token_attrs=("audio_start_id",),
         remote_code=True,
         not_run_reason=_NOT_RUN.format(what="encoder rows over <audio>..</audio> spans from its tokenizer's audio_info"),
-        extra={"audio_positions": qwen_audio_positions},  # head size = hidden_size / heads = kv_channels (128)
+        audio_positions=qwen_audio_positions,  # head size = hidden_size / heads = kv_channels (128)
     )
 )
 
@@ -117,7 +117,7 @@ DESTA2 = register_spec(
         text_config="llama_config",
         remote_code=True,
         not_run_reason=_NOT_RUN.format(what="64 Q-Former rows plus Whisper's generated transcription"),
-        extra={"audio_positions": desta2_audio_positions, "prompt_size_attr": "prompt_size"},
+        audio_positions=desta2_audio_positions, config_attrs={"prompt_size": "prompt_size"},
     )
 )
 
@@ -131,7 +131,8 @@ DESTA25 = register_spec(
         text_config="llm_config",
         remote_code=True,
         not_run_reason=_NOT_RUN.format(what="64 Q-Former rows plus the transcription's embeddings per locator"),
-        extra={"audio_positions": desta25_audio_positions, "placeholder_token_attr": "placeholder_token",
-               "audio_locator_attr": "audio_locator", "prompt_size_attr": "prompt_size"},
+        audio_positions=desta25_audio_positions,
+        config_attrs={"placeholder_token": "placeholder_token", "audio_locator": "audio_locator",
+                      "prompt_size": "prompt_size"},
     )
 )

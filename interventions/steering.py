@@ -5,7 +5,9 @@ the next audio pass and returns a removable handle; ``applied(...)`` is the cont
 Interventions needing the matched-duration silence run do that pass inside ``apply`` (the silence
 encoder output is cached per clip length by the engine).
 
-* ``enrich`` (AudioLens Eq. 5): at the last prompt position, h^(l+gap) <- h^(l+gap) + lam * h^(l),
+Every formula is computed by :mod:`interventions.formulas` (grep the equation number there).
+
+* ``enrich`` (AudioLens enrichment): at the last prompt position, h^(l+gap) <- h^(l+gap) + lam * h^(l),
   within the same forward pass.
 * ``layer_guided`` (steering paper Sec. 4.2): d(x) = sum_l w_l (h_l^audio - h_l^silence) at the
   final prompt position, w_l = (#specialist heads in l) / K; the final-layer representation (the
@@ -21,15 +23,39 @@ Layers are 1..L (output of decoder block l); heads are (layer, head) pairs.
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from . import hooks
+from . import formulas, hooks
+from .formulas import layer_weights
 
-__all__ = ["Handle", "NoIntervention", "Enrich", "LayerGuided", "HeadSteer", "layer_weights"]
+if TYPE_CHECKING:
+    from .engine import Engine, Prepared, Tokenized
+
+__all__ = ["Intervention", "Handle", "NoIntervention", "Enrich", "LayerGuided", "HeadSteer", "layer_weights"]
+
+
+@runtime_checkable
+class Intervention(Protocol):
+    """What :func:`interventions.scoring.score_items` (and generation) may use of an intervention.
+
+    ``applied(engine, prep, toks, positions)`` installs its hooks for the next decoder pass over ``prep`` and
+    removes them on exit: ``prep`` is the batch (:class:`~interventions.engine.Prepared`), ``toks`` the
+    tokenized prompts (for auxiliary passes such as matched-duration silence), ``positions`` (B,) the row
+    positions to act at (``-1``: the last prompt position, docs/CONTRACTS.md).  ``name == "none"`` means no
+    intervention; ``unsteered_aux_pass`` asks for the split path (context once, last position per pass).
+    """
+
+    name: str
+    unsteered_aux_pass: bool
+
+    def applied(self, engine: Engine, prep: Prepared, toks: Sequence[Tokenized],
+                positions: torch.Tensor) -> AbstractContextManager[None]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class Handle:
@@ -88,15 +114,6 @@ class NoIntervention(_Base):
         return None
 
 
-def layer_weights(heads: Sequence[tuple[int, int]]) -> dict[int, float]:
-    """w_l = (number of specialist heads in layer l) / K."""
-    counts: dict[int, int] = defaultdict(int)
-    for l, _ in heads:
-        counts[int(l)] += 1
-    K = len(heads)
-    return {l: c / K for l, c in sorted(counts.items())}
-
-
 @dataclass
 class Enrich(_Base):
     source_layer: int
@@ -114,11 +131,13 @@ class Enrich(_Base):
             raise ValueError(f"enrich: source layer {self.source_layer} + gap {self.gap} must lie in 1..{L}")
         m, s = engine.model, engine.spec
         if self.gap == 0:
-            stack.enter_context(hooks.edit_residual(m, s, self.target_layer, positions, delta=lambda cur: self.lam * cur))
+            stack.enter_context(hooks.edit_residual(m, s, self.target_layer, positions,
+                                                    delta=lambda cur: formulas.enrich_delta(cur, self.lam)))
             return
         store = stack.enter_context(hooks.capture_residual(m, s, [self.source_layer], positions))
         stack.enter_context(hooks.edit_residual(
-            m, s, self.target_layer, positions, delta=lambda cur: self.lam * store[self.source_layer]))
+            m, s, self.target_layer, positions,
+            delta=lambda cur: formulas.enrich_delta(store[self.source_layer], self.lam)))
 
     def describe(self):
         return {"steer": self.name, "source_layer": self.source_layer, "gap": self.gap, "lam": self.lam}
@@ -159,14 +178,12 @@ class LayerGuided(_Base):
         earlier = [l for l in layers if l < L]
         store = stack.enter_context(hooks.capture_residual(m, s, earlier, positions))
 
-        def delta(cur: torch.Tensor) -> torch.Tensor:
-            d = torch.zeros_like(cur, dtype=torch.float32)
-            for l, w in self.weights.items():
-                ha = cur if l == L else store[l]
-                d += w * (ha.float() - sil[l].float())
-            return self.alpha * d
+        def steer(cur: torch.Tensor) -> torch.Tensor:
+            audio = {l: (cur if l == L else store[l]) for l in self.weights}
+            d = formulas.layer_guided_direction(self.weights, audio, sil)
+            return formulas.final_layer_steering(cur, d, self.alpha)
 
-        stack.enter_context(hooks.edit_residual(m, s, L, positions, delta=delta))
+        stack.enter_context(hooks.edit_residual(m, s, L, positions, replace=steer))
 
     def describe(self):
         return {"steer": self.name, "alpha": self.alpha, "weights": {str(k): v for k, v in self.weights.items()},
@@ -196,11 +213,7 @@ class HeadSteer(_Base):
         D = engine.spec.head_dim(engine.model)
         for l, hs in by_layer.items():
             def fn(_heads_now: torch.Tensor, W: torch.Tensor, l=l, hs=hs) -> torch.Tensor:
-                add = torch.zeros(_heads_now.shape[0], W.shape[0], dtype=torch.float32, device=W.device)
-                for h in hs:
-                    delta = aud[l][:, h].float() - sil[l][:, h].float()  # (B, D)
-                    add += delta @ W[:, h * D:(h + 1) * D].float().T
-                return self.alpha * add
+                return formulas.head_steering_update(aud[l], sil[l], W, hs, D, self.alpha)
 
             stack.enter_context(hooks.edit_attention_output(engine.model, engine.spec, l, positions, fn))
 
@@ -235,7 +248,8 @@ class RandomEnrich(_Base):
             rows = srcs == src
             store = stack.enter_context(hooks.capture_residual(m, s, [src], positions))
             stack.enter_context(hooks.edit_residual(
-                m, s, src + self.gap, positions, delta=lambda cur, st=store, l=src: self.lam * st[l], row_mask=rows))
+                m, s, src + self.gap, positions, row_mask=rows,
+                delta=lambda cur, st=store, l=src: formulas.enrich_delta(st[l], self.lam)))
 
     def describe(self):
         return {"steer": "enrich", "control": "random", "lam": self.lam, "gap": self.gap, "seed": self.seed}

@@ -228,9 +228,6 @@ def test_repeated_answer_text_counts_at_either_position(tmp_path, tiny_lm):
                                [0, 3])
         assert ("clean_wrong" in tracing.exclusions(run)) is (not ok)
     # what the analyses read from lm-eval's task: every correct index
-    from audio_tasks.data import registry
-
-    registry.remember_metadata({"mmau_json": str(tmp_path / "m.json"), "mmau_audio_dir": str(tmp_path / "a")})
     items = task_items(tiny_lm, ["mmau_sound"], metadata={"mmau_json": str(tmp_path / "m.json"),
                                                           "mmau_audio_dir": str(tmp_path / "a")})
     assert [it.meta["golds"] for it in items] == [[0, 3]]

@@ -3,7 +3,6 @@ figure layout (panel order, legends, twin axes, SEM bands, sizes) and the report
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

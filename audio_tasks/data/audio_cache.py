@@ -8,17 +8,14 @@ soundfile (libsndfile >= 1.1 also reads MP3 payloads), then stored as WAV.
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 
 import soundfile as sf
 
+from interventions.atomic import atomic_write_bytes, cache_root
+
 _PCM_SUBTYPES = {"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("AUDIO_LALM_CACHE") or "~/.cache/audio_lalm").expanduser()
 
 
 def safe_name(name: str) -> str:
@@ -51,8 +48,7 @@ def cache_audio(value, namespace: str, name: str) -> str:
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError
         raise ValueError(f"cannot decode audio for {name!r} with soundfile: {err}") from err
     subtype = info.subtype if info.subtype in _PCM_SUBTYPES else "PCM_16"  # keep PCM/float depth, else 16 bit
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    sf.write(str(tmp), data, sr, subtype=subtype, format="WAV")
-    os.replace(tmp, dest)
+    buf = io.BytesIO()
+    sf.write(buf, data, sr, subtype=subtype, format="WAV")
+    atomic_write_bytes(dest, buf.getvalue())
     return str(dest.resolve())

@@ -31,36 +31,15 @@ from __future__ import annotations
 import csv
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
 from audio_tasks.data.audio_cache import cache_audio
 from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
+from audio_tasks.data.sakura_tracks import TRACKS, Track
+from audio_tasks.data.sakura_tracks import p3_user_prompt as _p3
 
-
-@dataclass(frozen=True)
-class Track:
-    folder: str
-    hf_name: str
-    labels: tuple[str, ...]
-    question: str
-    prefix: str
-
-
-TRACKS = {
-    "gender": Track("Gender", "SLLM-multi-hop/GenderQA", ("male", "female"),
-                    "What is the gender of the speaker in the speech?", "The speaker's gender is"),
-    "language": Track("Language", "SLLM-multi-hop/LanguageQA",
-                      ("English", "German", "Spanish", "French", "Italian", "Chinese", "Japanese", "Korean"),
-                      "What is the language spoken in the speech?", "The speech's spoken language is"),
-    "emotion": Track("Emotion", "SLLM-multi-hop/EmotionQA", ("angry", "disgust", "fear", "happy", "sad"),
-                     "What is the emotion of the speaker in the speech?", "The speaker's emotion is"),
-    "animal": Track("Animal", "SLLM-multi-hop/AnimalQA",
-                    ("dog", "cat", "pig", "cow", "frog", "hen", "rooster", "sheep", "crow"),
-                    "What animal makes the sound?", "The sound file's animal is"),
-}
 PROMPTS = ("p1", "p2", "p3", "single", "multi")
 LETTERED_PROMPT_PREFIX = "The answer is ("
 BASE_COLUMNS = ("attribute_label",)
@@ -76,8 +55,7 @@ def get_track(track: str) -> Track:
 
 
 def p3_user_prompt(track: str) -> str:
-    t = get_track(track)
-    return f"{t.question} Possible options: {', '.join(t.labels)}."
+    return _p3(get_track(track))
 
 
 def normalise_label(track: str, raw, where: str) -> str:

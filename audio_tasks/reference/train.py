@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audio_tasks.data.sakura_tracks import TRACKS as SAKURA_TRACKS
+
 POSITION_SCALE = 0.1  # see build_model
-TRACK_NAMES = ("gender", "language", "emotion", "animal")
+TRACK_NAMES = tuple(SAKURA_TRACKS)  # ("gender", "language", "emotion", "animal")
 # Per-track share of the train clips actually used (fewer emotion/animal clips: the reference model is
 # deliberately weaker there so that interventions have something to fix).
 DEFAULT_TRAIN_FRACTION = {"gender": 1.0, "language": 1.0, "emotion": 0.35, "animal": 0.35}

@@ -38,18 +38,16 @@ from audio_tasks.data.sakura import load_sakura  # noqa: F401  (used by the YAML
 
 def sakura_dataset(sakura_track: str, sakura_prompt: str = "p3", **metadata):
     """``custom_dataset`` of the SAKURA YAMLs (``dataset_kwargs``: sakura_track, sakura_prompt)."""
-    from audio_tasks.data.registry import remember_metadata
+    from audio_tasks.data.registry import stamp_metadata
 
-    remember_metadata(metadata)
-    return load_sakura(sakura_track, sakura_prompt, **metadata)
+    return stamp_metadata(load_sakura(sakura_track, sakura_prompt, **metadata), metadata)
 
 
 def mmau_dataset(mmau_task: str | None = None, **metadata):
     """``custom_dataset`` of the MMAU YAMLs (``dataset_kwargs``: mmau_task)."""
-    from audio_tasks.data.registry import remember_metadata
+    from audio_tasks.data.registry import stamp_metadata
 
-    remember_metadata(metadata)
-    return load_mmau(mmau_task, **metadata)
+    return stamp_metadata(load_mmau(mmau_task, **metadata), metadata)
 
 
 def doc_to_audio(doc: dict) -> list:

@@ -1,0 +1,138 @@
+"""lm-eval requests -> scoring items (:class:`interventions.scoring.MCItem`) over an engine.
+
+The public conversion used by the lm-eval adapter (``AudioLALM.loglikelihood``) and by
+``audio_tasks.items.task_items`` (calibration and analyses), so both score exactly the same prompts.
+It needs an :class:`~interventions.engine.Engine` only (see ``interventions.load_engine``), no lm-eval model.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+
+from interventions.engine import Engine, clip_key
+
+__all__ = ["build_items", "audio_identity", "load_clips", "render_prompt", "split_continuation"]
+
+MAX_CACHED_CLIPS = 2048
+
+
+def audio_identity(aux: dict[str, Any] | None) -> str:
+    """A key telling requests with the same audio apart from others (paths by name, arrays by content)."""
+
+    def one(o: Any) -> str:
+        if isinstance(o, str):
+            return o
+        if isinstance(o, dict) and o.get("array") is None:
+            raw = np.frombuffer(o.get("bytes") or b"", dtype=np.uint8)
+            return str(o.get("path")) + clip_key(raw)
+        return clip_key(np.asarray(o["array"] if isinstance(o, dict) else o))
+
+    items = (aux or {}).get("audio") or []
+    return "|".join(one(o) for o in (items if isinstance(items, (list, tuple)) else [items]))
+
+
+def load_clips(engine: Engine, aux: dict[str, Any] | None, where: str,
+               cache: OrderedDict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """The request's audio clips at the engine's sampling rate, cut to its audio window.
+
+    ``cache`` (optional, LRU of at most :data:`MAX_CACHED_CLIPS` clips) keeps clips given by path."""
+    from audio_tasks.audio import load_audio, warn_if_truncated
+
+    if not aux or not aux.get("audio"):
+        return []
+    items = aux["audio"]
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    out = []
+    window = engine.audio_window_s
+    for it in items:
+        key = it if isinstance(it, str) and cache is not None else None
+        if key is not None and cache is not None and key in cache:
+            out.append(cache[key])
+            continue
+        wav = load_audio(it, engine.sampling_rate, where=where)
+        warn_if_truncated(len(wav), engine.sampling_rate, window, where)
+        if window:
+            wav = wav[: int(window * engine.sampling_rate)]
+        if key is not None and cache is not None:
+            cache[key] = wav
+            while len(cache) > MAX_CACHED_CLIPS:
+                cache.popitem(last=False)
+        out.append(wav)
+    return out
+
+
+def render_prompt(engine: Engine, context: str, doc: Any, n_audio: int, *, external_chat: bool = False) -> str:
+    """The exact prompt string fed to the processor (the model's chat template unless lm-eval rendered it)."""
+    if n_audio == 0 or external_chat:
+        return context
+    if isinstance(doc, dict) and "user_prompt" in doc and "assistant_prefix" in doc:
+        return engine.render_chat(doc["user_prompt"], assistant_prefix=doc["assistant_prefix"], n_audio=n_audio)
+    return engine.render_chat(context, n_audio=n_audio)
+
+
+def split_continuation(engine: Engine, prompt: str, continuation: str) -> list[int]:
+    """Continuation tokens as lm-eval's hf model splits them (trailing context spaces move
+    to the continuation; the boundary is taken from the tokenization of the whole string)."""
+    n_sp = len(prompt) - len(prompt.rstrip())
+    if n_sp:
+        continuation = prompt[-n_sp:] + continuation
+        prompt = prompt[:-n_sp]
+    whole = engine.encode_text(prompt + continuation)
+    ctx = engine.encode_text(prompt)
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return whole[len(ctx):]
+    return engine.encode_text(continuation)
+
+
+def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: OrderedDict[str, np.ndarray] | None = None,
+                external_chat: bool = False, first_token: str = "in_context", collisions: str = "auto",
+                for_analysis: bool = False) -> list[Any]:
+    """Group ``loglikelihood`` requests (lm-eval ``Instance``s) by (task, doc, context, audio) into MCItems.
+
+    ``item.meta``: ``reqs`` (request indices, one per continuation), task, doc_id, desc, doc, prompt.
+    Records the rendered prompt in each request's aux dict (``rendered_prompt``, shown in --log_samples) and
+    makes it the request's context (``arg_0``), so a reader of the samples sees the text the model saw.
+    ``first_token``: ``in_context`` (default) or ``audiolens`` (the label tokenized alone, as the AudioLens
+    release code does); ``collisions`` / ``for_analysis``: when choices sharing a first token are refused
+    (:mod:`audio_tasks.labels`), before any feature extraction or forward pass."""
+    from audio_tasks.labels import audiolens_first_id, check_first_tokens, refuses
+    from interventions.scoring import MCItem
+
+    groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
+    for idx, req in enumerate(requests):
+        args = req.args
+        context, continuation = args[0], args[1]
+        aux = args[2] if len(args) > 2 else None
+        key = (req.task_name, req.doc_id, context, audio_identity(aux))
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
+        g["reqs"].append(idx)
+        g["conts"].append(continuation)
+    items = []
+    for g in groups.values():
+        req = g["req"]
+        where = f"task {req.task_name}, doc {req.doc_id}"
+        clips = load_clips(engine, g["aux"], where, clip_cache)
+        prompt = render_prompt(engine, g["context"], req.doc, len(clips), external_chat=external_chat)
+        if g["aux"] is not None:
+            g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
+        if prompt != g["context"]:  # --log_samples' context (arg_0) = the text the model saw
+            for r in g["reqs"]:
+                requests[r].arguments = (prompt, *requests[r].args[1:])
+        # Split at the text level, before placeholders are expanded.
+        cont_ids = [split_continuation(engine, prompt, c) for c in g["conts"]]
+        first_ids = None
+        if first_token == "audiolens":  # AudioLens release code: label alone, no leading space
+            first_ids = [audiolens_first_id(engine.encode_text, c) for c in g["conts"]]
+        if refuses(collisions, req.task_name, for_analysis):
+            check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], engine.tokenizer, where)
+        base = prompt.rstrip()  # trailing spaces went to the continuations
+        tok = engine.tokenize(base, clips)
+        items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,
+                                            "desc": where, "doc": req.doc, "prompt": base}, first_ids))
+    return items
