@@ -30,7 +30,8 @@ __all__ = ["AudioLALM", "MODEL_ARGS", "REFERENCE_MODEL_DIR"]
 REFERENCE_MODEL_DIR = Path(__file__).parent / "reference" / "model"
 
 MODEL_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
-              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix") + STEER_KEYS
+              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix",
+              "prep_workers") + STEER_KEYS
 
 
 def _bool(v: Any) -> bool:
@@ -151,6 +152,9 @@ class AudioLALM(LM):
         self.share_prefix = str(kwargs.get("share_prefix", "auto")).strip().lower()
         if self.share_prefix not in ("auto", "true", "false"):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
+        from audio_tasks.pipeline import parse_workers
+
+        self.prep_workers = parse_workers(kwargs.get("prep_workers"))  # background preparation threads
 
         self.model, self.processor, self.spec = load_model(
             self.pretrained, revision=self.revision, dtype=kwargs.get("dtype", "auto"), device=self._device,
@@ -164,6 +168,9 @@ class AudioLALM(LM):
         self._external_chat = False
         self._audio_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_length = int(kwargs["max_length"]) if kwargs.get("max_length") else None
+        from audio_tasks.pipeline import Preparer
+
+        self._preparer = Preparer(self)
         if self.steer_cfg.steer != "none":
             from audio_tasks.calibration import resolve_static
 
@@ -283,39 +290,10 @@ class AudioLALM(LM):
         return self.engine.encode_text(continuation)
 
     def _build_items(self, requests: list[Instance]):
-        from interventions.scoring import MCItem
+        """Scoring items for ``requests`` (all prepared now; see :mod:`audio_tasks.pipeline`)."""
+        from audio_tasks.pipeline import group_requests, prepare_all
 
-        groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
-        for idx, req in enumerate(requests):
-            args = req.args
-            context, continuation = args[0], args[1]
-            aux = args[2] if len(args) > 2 else None
-            key = (req.task_name, req.doc_id, context, _audio_identity(aux))
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
-            g["reqs"].append(idx)
-            g["conts"].append(continuation)
-        items = []
-        for key, g in groups.items():
-            req = g["req"]
-            where = f"task {req.task_name}, doc {req.doc_id}"
-            clips = self._clips(g["aux"], where)
-            prompt = self.render(g["context"], req.doc, len(clips))
-            if g["aux"] is not None:
-                g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
-            cont_ids = []
-            for c in g["conts"]:
-                # Split at the text level, before placeholders are expanded.
-                cont_ids.append(self._split_continuation(prompt, c))
-            base = prompt
-            n_sp = len(base) - len(base.rstrip())
-            if n_sp:
-                base = base[:-n_sp]
-            tok = self.engine.tokenize(base, clips)
-            items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,
-                                                "desc": where, "doc": req.doc, "prompt": base}))
-        return items
+        return prepare_all(self, group_requests(requests))
 
     # ---- interventions ----------------------------------------------------------------------
     def intervention_for(self, task_name: str | None):
@@ -379,11 +357,9 @@ class AudioLALM(LM):
         return sorted(groups.values(), key=lambda g: -max(int(items[i].tok.input_ids.shape[0]) for i in g))
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        items = self._build_items(requests)
+        from audio_tasks.pipeline import group_requests, may_share_prefix, prepare_all, stream_loglikelihood
+
         out: list[Any] = [None] * len(requests)
-        by_task: OrderedDict[str, list[int]] = OrderedDict()
-        for i, it in enumerate(items):
-            by_task.setdefault(it.meta["task"], []).append(i)
 
         def emit(sub, scores):
             for it, s in zip(sub, scores):
@@ -391,6 +367,15 @@ class AudioLALM(LM):
                     out[r] = res
                     self.cache_hook.add_partial("loglikelihood", requests[r].args[:2], res)
 
+        docs = group_requests(requests)
+        if not may_share_prefix(self, docs):
+            # Streaming: background workers prepare the next chunks while the model scores.
+            stream_loglikelihood(self, docs, emit)
+            return out
+        items = prepare_all(self, docs)
+        by_task: OrderedDict[str, list[int]] = OrderedDict()
+        for i, it in enumerate(items):
+            by_task.setdefault(it.meta["task"], []).append(i)
         groups = self._shared_prefix_groups(items)
         if groups is None:
             for task, idxs in by_task.items():
@@ -438,56 +423,11 @@ class AudioLALM(LM):
         return out
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Greedy generation with audio (KV cache); stops at any ``until`` string or EOS."""
-        import torch
+        """Greedy generation with audio, batched (left padding, KV cache, incremental decoding; see
+        :mod:`interventions.generation`); stops at any ``until`` string, EOS or ``max_gen_toks``."""
+        from audio_tasks.pipeline import generate_requests
 
-        from interventions.scoring import last_positions
-
-        out = []
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate"):
-            context, gen_kwargs = req.args[0], dict(req.args[1] or {})
-            aux = req.args[2] if len(req.args) > 2 else None
-            clips = self._clips(aux, f"task {req.task_name}, doc {req.doc_id}")
-            prompt = self.render(context, req.doc, len(clips))
-            if aux is not None:
-                aux["rendered_prompt"] = prompt
-            until = gen_kwargs.get("until") or []
-            if isinstance(until, str):
-                until = [until]
-            max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
-            tok = self.engine.tokenize(prompt, clips)
-            prep = self.engine.prepare([tok])
-            iv = self.intervention_for(req.task_name)
-            with torch.no_grad():
-                if iv is not None:
-                    with iv.applied(self.engine, prep, [tok], last_positions(prep)):
-                        o = self.engine.run(prep, use_cache=True)
-                else:
-                    o = self.engine.run(prep, use_cache=True)
-                cache, new_ids, text = o.past_key_values, [], ""
-                nxt = int(self.engine.unembed(o.last_hidden_state[:, -1]).argmax(-1))
-                length = prep.lengths[0]
-                for step in range(max_new):
-                    if nxt == self.tokenizer.eos_token_id:
-                        break
-                    new_ids.append(nxt)
-                    text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-                    if any(u in text for u in until):
-                        break
-                    ids = torch.tensor([[nxt]], device=self.engine.device)
-                    emb = self.spec.embed_module(self.model)(ids)
-                    mask = torch.ones((1, length + step + 1), dtype=torch.long, device=self.engine.device)
-                    pos = self.engine.position_rows(torch.tensor([[length + step]], device=self.engine.device))
-                    o = self.engine.run(prep, inputs_embeds=emb, attention_mask=mask, position_ids=pos,
-                                        past_key_values=cache, use_cache=True)
-                    cache = o.past_key_values
-                    nxt = int(self.engine.unembed(o.last_hidden_state[:, -1]).argmax(-1))
-            for u in until:
-                if u in text:
-                    text = text.split(u)[0]
-            out.append(text)
-            self.cache_hook.add_partial("generate_until", req.args[:2], text)
-        return out
+        return generate_requests(self, requests, disable_tqdm=disable_tqdm)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "AudioLALM":
