@@ -30,6 +30,7 @@ class IncrementalDetokenizer:
         self.text = ""
         self._prefix = 0  # start of the decode window
         self._read = 0  # tokens whose text is already in self.text
+        self.pending = ""  # text of the tokens after _read as decoded now (e.g. an incomplete character)
 
     def add(self, token: int) -> str:
         """Append a token; returns the newly final text (may be "" while a character is incomplete)."""
@@ -40,9 +41,16 @@ class IncrementalDetokenizer:
         if len(now) > len(before) and not now.endswith("\ufffd"):
             delta = now[len(before):]
             self.text += delta
+            self.pending = ""
             self._prefix, self._read = self._read, len(self.ids)
             return delta
+        self.pending = now[len(before):] if now.startswith(before) else ""
         return ""
+
+    @property
+    def current(self) -> str:
+        """The whole text as a full decode shows it now (final text + pending)."""
+        return self.text + self.pending
 
 
 @dataclass
@@ -106,9 +114,10 @@ def greedy_generate(engine: Engine, toks: Sequence[Tokenized], *, max_new_tokens
             gens[b].ids.append(t)
             d = dets[b]
             n_before = len(d.text)
-            delta = d.add(t)
-            if delta and stops[b]:
-                tail = d.text[max(0, n_before - longest[b] + 1):]
+            d.add(t)
+            if stops[b]:
+                # only text new since the last step can complete a stop string
+                tail = d.current[max(0, n_before - longest[b] + 1):]
                 if any(u and u in tail for u in stops[b]):
                     gens[b].stop = "until"
                     continue
