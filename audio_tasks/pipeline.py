@@ -47,6 +47,52 @@ def default_workers() -> int:
     return max(1, min(4, n - 1))
 
 
+def _trimmed_whisper_class():
+    """A WhisperFeatureExtractor whose STFT stops shortly after the last non-zero sample of the batch.
+
+    The stock extractor pads every clip to the full window (30 s) and transforms all of it; the frames
+    past the audio are all-zero frames whose log-mel is the clamp value.  Here they are filled in as
+    zeros before the same mel / log / clamp / scale steps, so the features are those of the stock path
+    (bit-identical in the tests).  Not used when dithering (random noise in the padding)."""
+    from transformers import WhisperFeatureExtractor
+
+    class TrimmedWhisperFeatureExtractor(WhisperFeatureExtractor):
+        def _torch_extract_fbank_features(self, waveform: np.ndarray, device: str = "cpu") -> np.ndarray:
+            w = np.asarray(waveform, dtype=np.float32)
+            rows = w if w.ndim == 2 else w[None]
+            n = rows.shape[-1]
+            nz = np.flatnonzero(rows.any(axis=0))
+            cut = (int(nz[-1]) + 1 if nz.size else 0) + self.n_fft  # >= n_fft/2 zeros: reflection sees zeros
+            cut = -(-cut // self.hop_length) * self.hop_length
+            if self.dither != 0.0 or cut >= n:
+                return super()._torch_extract_fbank_features(waveform, device)
+            x = torch.from_numpy(np.ascontiguousarray(rows[:, :cut])).to(device, torch.float32)
+            window = torch.hann_window(self.n_fft, device=device)
+            stft = torch.stft(x, self.n_fft, self.hop_length, window=window, return_complex=True)
+            frames = n // self.hop_length  # the stock path's frame count (its last frame dropped)
+            k = min(int(stft.shape[-1]), frames)
+            mel_filters = torch.from_numpy(self.mel_filters).to(device, torch.float32)
+            head = torch.clamp(mel_filters.T @ (stft[..., :k].abs() ** 2).contiguous(), min=1e-10).log10()
+            # all-zero frames: mel 0 -> clamp 1e-10 -> log10 = -10
+            max_val = torch.clamp(head.amax(dim=(1, 2), keepdim=True), min=-10.0)
+            log_spec = torch.empty((rows.shape[0], head.shape[1], frames), dtype=torch.float32, device=device)
+            log_spec[..., :k] = (torch.maximum(head, max_val - 8.0) + 4.0) / 4.0
+            log_spec[..., k:] = (torch.maximum(torch.full_like(max_val, -10.0), max_val - 8.0) + 4.0) / 4.0
+            out = log_spec.detach().cpu().numpy()
+            return out if w.ndim == 2 else out[0]
+
+    return TrimmedWhisperFeatureExtractor
+
+
+def _fast_processor(processor: Any) -> Any:
+    """A copy of ``processor`` whose Whisper feature extractor (exactly that class) is the trimmed one."""
+    p = copy.deepcopy(processor)
+    fe = getattr(p, "feature_extractor", None)
+    if fe is not None and type(fe).__name__ == "WhisperFeatureExtractor" and getattr(fe, "dither", 0.0) == 0.0:
+        fe.__class__ = _trimmed_whisper_class()
+    return p
+
+
 def parse_workers(value: Any) -> int:
     """``prep_workers`` model argument: None/"auto" -> :func:`default_workers`; else an int >= 0."""
     if value is None or str(value).strip().lower() in ("", "auto"):
@@ -112,7 +158,6 @@ class Preparer:
         self.lm = lm
         self.engine = lm.engine
         self._local = threading.local()
-        self._main = threading.get_ident()
         self.render_cache = _LRU(4096)  # (context, user_prompt, assistant_prefix, n_audio, external) -> prompt
         self.split_cache = _LRU(65536)  # (prompt, continuation) -> continuation token ids
         self.text_ids_cache = _LRU(4096)  # prompt -> tokenizer ids (placeholders unexpanded)
@@ -123,11 +168,10 @@ class Preparer:
     # ---- per-thread processor ------------------------------------------------------------
     @property
     def processor(self) -> Any:
-        if threading.get_ident() == self._main:
-            return self.engine.processor
+        """This thread's copy of the processor (with the trimmed Whisper feature extractor)."""
         p = getattr(self._local, "processor", None)
         if p is None:
-            p = self._local.processor = copy.deepcopy(self.engine.processor)
+            p = self._local.processor = _fast_processor(self.engine.processor)
         return p
 
     @property
