@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -33,6 +35,8 @@ import numpy as np
 import torch
 
 from interventions.engine import Tokenized, clip_key
+
+log = logging.getLogger("lm_eval.audio_lalm")
 
 __all__ = ["Preparer", "group_requests", "ordered_prefetch", "default_workers", "parse_workers", "stream_chunks",
            "prepare_all", "may_share_prefix", "stream_loglikelihood", "CHUNK_DOCS", "WINDOW_CHUNKS"]
@@ -410,6 +414,7 @@ def prepare_all(lm: Any, groups: Sequence[dict[str, Any]], *, desc: str = "audio
     prepared in chunks by the background workers, with a progress bar."""
     from tqdm import tqdm
 
+    check_audio_files(groups)
     prep: Preparer = lm._preparer
     chunks = [list(groups[i: i + _chunk_size(lm)]) for i in range(0, len(groups), _chunk_size(lm))]
     items: list[Any] = []
@@ -452,6 +457,21 @@ def may_share_prefix(lm: Any, groups: Sequence[dict[str, Any]]) -> bool:
     return False
 
 
+def check_audio_files(groups: Sequence[dict[str, Any]]) -> None:
+    """Every audio file path named by a doc exists (cheap: one stat each).  Decoding errors of files
+    that exist still surface when their chunk is prepared."""
+    from audio_tasks.audio import AudioError
+
+    for g in groups:
+        items = (g["aux"] or {}).get("audio") or []
+        for it in items if isinstance(items, (list, tuple)) else [items]:
+            path = it if isinstance(it, str) else (it.get("path") if isinstance(it, dict) and it.get("array") is None
+                                                    and not it.get("bytes") else None)
+            if isinstance(path, str) and not os.path.isfile(path):
+                req = g["req"]
+                raise AudioError(f"unreadable audio (task {req.task_name}, doc {req.doc_id}): {path}: no such file")
+
+
 def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callable[[list, list], None]) -> None:
     """Score ``groups`` task by task while ``lm.prep_workers`` threads prepare the chunks ahead.
 
@@ -460,6 +480,9 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
     depend only on the requests and the batch size, never on the worker count or timing."""
     from tqdm import tqdm
 
+    if not groups:
+        return
+    check_audio_files(groups)  # a missing file fails now, before any forward pass
     prep: Preparer = lm._preparer
     size = _chunk_size(lm)
     chunks = stream_chunks(groups, size)
@@ -477,6 +500,7 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
     tasks = list(OrderedDict.fromkeys(t for t, _ in windows))
     desc = f"audio_lalm {tasks[0]}" if len(tasks) == 1 else f"audio_lalm ({len(tasks)} tasks)"
     pbar = tqdm(total=len(groups), desc=desc, disable=(lm.rank != 0))
+    t0 = time.perf_counter()
     try:
         for task, n in windows:
             items = [it for _ in range(n) for it in next(ready)]
@@ -484,6 +508,8 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
     finally:
         pbar.close()
         ready.close()
+    log.info("audio_lalm: %d docs prepared and scored in %.2f s (%d preparation workers)", len(groups),
+             time.perf_counter() - t0, workers)
 
 
 def generate_requests(lm: Any, requests: Sequence[Any], *, disable_tqdm: bool = False) -> list[str]:

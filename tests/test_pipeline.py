@@ -244,3 +244,16 @@ def test_generate_until_batches_match_single_requests(tiny_qwen2_audio_dir):
         for u in until:
             text = text.split(u)[0] if u in text else text
         assert batched[i] == text, i
+
+
+def test_missing_audio_file_fails_before_any_forward(tiny_lm, tmp_path):
+    from audio_tasks.audio import AudioError
+
+    w = make_waves(1)[0]
+    sf.write(tmp_path / "ok.wav", w, 16000, subtype="FLOAT")
+    reqs = [Instance("loglikelihood", dict(DOCS[0]), ("ctx", " male", {"audio": [str(p)]}), 0, ("t", d, 1))
+            for d, p in enumerate([tmp_path / "ok.wav"] * 40 + [tmp_path / "missing.wav"])]
+    calls = tiny_lm.engine.decoder_calls
+    with pytest.raises(AudioError, match="missing.wav.*no such file"):
+        tiny_lm.loglikelihood(reqs)
+    assert tiny_lm.engine.decoder_calls == calls
