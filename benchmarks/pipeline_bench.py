@@ -181,8 +181,11 @@ def per_choice_batched(engine, proc, items, batch: int = 32) -> list[float]:
 
 
 def bench_perchoice(args, res: dict[str, Any]) -> None:
+    from types import SimpleNamespace
+
+    from audio_tasks.pipeline import Preparer
     from benchmarks import bench
-    from benchmarks.bench import _score_fresh_tokens
+    from interventions.scoring import MCItem, score_items
 
     cfg = dict(CONFIGS["small"])
     tok_dir = Path(tempfile.mkdtemp(prefix="bench_tok_"))
@@ -195,8 +198,13 @@ def bench_perchoice(args, res: dict[str, Any]) -> None:
         items = make_items(engine, task, clips)
 
         def ours():
+            """As audio_lalm prepares (batched processor call, trimmed STFT) and scores, in-line."""
             engine.clear_caches()
-            return _score_fresh_tokens(engine, items, cfg["batch"])
+            prep = Preparer(SimpleNamespace(engine=engine))
+            toks = prep.tokenize_many([it.meta["prompt"] for it in items], [it.tok.clips for it in items])
+            fresh = [MCItem(t, it.continuations, it.meta) for t, it in zip(toks, items)]
+            return [s for b in range(0, len(fresh), cfg["batch"])
+                    for s in score_items(engine, fresh[b:b + cfg["batch"]])]
 
         t_ours = bench.timed("cpu", ours, args.repeats)
         t_pc = bench.timed("cpu", lambda: per_choice_batched(engine, proc, items, 32), args.repeats)
@@ -328,6 +336,10 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
         lm._preparer = Preparer(lm)
         lm.prep_workers = workers
 
+    # warm-up: the first forward passes of a process are several times slower (one-time setup)
+    fresh(0)
+    warm = prepare_all(lm, group_requests(reqs)[:args.batch])
+    lm._score_batches(warm, None, desc="warm-up")
     fresh(0)
     t, c = time.perf_counter(), time.process_time()
     items = prepare_all(lm, group_requests(reqs))
@@ -368,7 +380,16 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
           flush=True)
     if not args.no_cli:
         out_dir = Path(tempfile.mkdtemp(prefix="pipe_lmeval_"))
-        cmd = [sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--model_args",
+        # The child reports its own peak RSS (VmHWM at exit): ru_maxrss of children would count the
+        # pages it shared with this (large) process when it was forked.
+        wrapper = ("import atexit, runpy, sys\n"
+                   "def _peak():\n"
+                   "    for l in open('/proc/self/status'):\n"
+                   "        if l.startswith('VmHWM'): print('PEAK_RSS_KB', l.split()[1], file=sys.stderr)\n"
+                   "atexit.register(_peak)\n"
+                   "sys.argv = ['lm_eval'] + sys.argv[1:]\n"
+                   "runpy.run_module('lm_eval', run_name='__main__')\n")
+        cmd = [sys.executable, "-c", wrapper, "--model", "audio_lalm", "--model_args",
                f"batch_size={args.batch},prep_workers={workers}", "--tasks", "sakura", "--device", "cpu",
                "--metadata", json.dumps({"data_root": args.sakura_root}), "--output_path", str(out_dir)]
         if args.sakura_limit:
@@ -384,9 +405,11 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
         m = re.search(r"(\d+) docs prepared and scored in ([\d.]+) s", p.stdout + p.stderr)
         if m:
             row["lm_eval_loglikelihood_s"] = float(m.group(2))
-        row.update({"lm_eval_wall_s": wall, "lm_eval_peak_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN),
-                    "lm_eval_command": " ".join(cmd[1:])})
-        print(f"lm_eval sakura: wall {wall:.1f} s, child peak RSS {row['lm_eval_peak_rss_mb']:.0f} MB", flush=True)
+        pk = re.search(r"PEAK_RSS_KB (\d+)", p.stderr)
+        row.update({"lm_eval_wall_s": wall, "lm_eval_peak_rss_mb": int(pk.group(1)) / 1024 if pk else None,
+                    "lm_eval_command": "lm_eval " + " ".join(cmd[3:])})
+        print(f"lm_eval sakura: wall {wall:.1f} s, child peak RSS {row['lm_eval_peak_rss_mb']} MB, its "
+              f"loglikelihood {row.get('lm_eval_loglikelihood_s')} s", flush=True)
     res["sakura"] = row
 
 
