@@ -371,8 +371,11 @@ def ordered_prefetch(jobs: Iterable[Callable[[], Any]], workers: int, depth: int
     results in order (``workers=0``: in-line, one at a time).  A job's exception is raised when its
     result is reached; the jobs not yet started are then dropped."""
     if workers <= 0:
-        for job in jobs:
-            yield job()
+        # Serial, but still on a helper thread: preparing on the thread that runs the model slowed the
+        # model's later forward passes several-fold on the benchmark machine (cause not identified).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio_lalm_prep") as ex:
+            for job in jobs:
+                yield ex.submit(job).result()
         return
     depth = max(depth or 2 * workers, workers)
     it = iter(jobs)
