@@ -131,6 +131,10 @@ class AudioLALM(LM):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
         from audio_tasks.labels import COLLISION_POLICIES, FIRST_TOKEN_MODES
 
+        from audio_tasks.pipeline import parse_workers
+
+        self.prep_workers = parse_workers(kwargs.get("prep_workers"))  # background preparation threads
+
         self.first_token = str(kwargs.get("first_token", "in_context")).strip().lower()
         if self.first_token not in FIRST_TOKEN_MODES:
             raise ValueError(f"first_token={kwargs['first_token']!r}; valid: {', '.join(FIRST_TOKEN_MODES)}")
@@ -159,6 +163,9 @@ class AudioLALM(LM):
         self._evaluated: dict[str, dict[str, int]] = {}  # per task: docs scored, by split membership
         self._overlap_warned: set[str] = set()
         static = None
+        from audio_tasks.pipeline import Preparer
+
+        self._preparer = Preparer(self)
         if self.steer_cfg.steer != "none":
             from audio_tasks.calibration import resolve_static
 
@@ -322,12 +329,11 @@ class AudioLALM(LM):
         return [tuple(copy.deepcopy(a) if isinstance(a, dict) else a for a in r.args) for r in requests]
 
     def _build_items(self, requests: list[Instance]):
-        """Requests -> MCItems (``audio_tasks.requests.build_items`` over this model's engine)."""
-        from audio_tasks.requests import build_items
+        """Scoring items for ``requests`` (all prepared now, by the background workers; see
+        :mod:`audio_tasks.pipeline`, which builds them as ``audio_tasks.requests.build_items`` does)."""
+        from audio_tasks.pipeline import group_requests, prepare_all
 
-        return build_items(self.engine, requests, clip_cache=self._audio_cache, external_chat=self._external_chat,
-                           first_token=self.first_token, collisions=self.first_token_collisions,
-                           for_analysis=self._building_for_analysis)
+        return prepare_all(self, group_requests(requests))
 
     # ---- interventions ----------------------------------------------------------------------
     def intervention_for(self, task_name: str | None, doc: Any = None):
@@ -401,13 +407,10 @@ class AudioLALM(LM):
         return sorted(groups.values(), key=lambda g: -max(int(items[i].tok.input_ids.shape[0]) for i in g))
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        from audio_tasks.pipeline import group_requests, may_share_prefix, prepare_all, stream_loglikelihood
+
         cache_args = self._cache_args(requests)
-        items = self._build_items(requests)
         out: list[Any] = [None] * len(requests)
-        by_task: OrderedDict[str, list[int]] = OrderedDict()
-        for i, it in enumerate(items):
-            by_task.setdefault(it.meta["task"], []).append(i)
-        task_doc = {task: items[idxs[0]].meta["doc"] for task, idxs in by_task.items()}
 
         def emit(sub, scores):
             self._note_scored(sub, scores)
@@ -417,6 +420,16 @@ class AudioLALM(LM):
                     if cache_args is not None:
                         self.cache_hook.add_partial("loglikelihood", cache_args[r], res)
 
+        docs = group_requests(requests)
+        if not may_share_prefix(self, docs):
+            # Streaming: background workers prepare the next chunks while the model scores.
+            stream_loglikelihood(self, docs, emit)
+            return out
+        items = prepare_all(self, docs)
+        by_task: OrderedDict[str, list[int]] = OrderedDict()
+        for i, it in enumerate(items):
+            by_task.setdefault(it.meta["task"], []).append(i)
+        task_doc = {task: items[idxs[0]].meta["doc"] for task, idxs in by_task.items()}
         if self.share_prefix == "auto":
             # Each task on its own: a task's scores must not depend on which other tasks ran (bit-identical
             # alone and beside others); prefixes repeated within a task are still shared.
@@ -480,58 +493,11 @@ class AudioLALM(LM):
         return out
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Greedy generation with audio (KV cache); stops at any ``until`` string or EOS."""
-        import torch
+        """Greedy generation with audio, batched (left padding, KV cache, incremental decoding; see
+        :mod:`interventions.generation`); stops at any ``until`` string, EOS or ``max_gen_toks``."""
+        from audio_tasks.pipeline import generate_requests
 
-        from interventions.scoring import last_positions
-
-        out = []
-        cache_args = self._cache_args(requests)
-        for n, req in enumerate(tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm generate")):
-            context, gen_kwargs = req.args[0], dict(req.args[1] or {})
-            aux = req.args[2] if len(req.args) > 2 else None
-            clips = self._clips(aux, f"task {req.task_name}, doc {req.doc_id}")
-            prompt = self.render(context, req.doc, len(clips))
-            if aux is not None:
-                aux["rendered_prompt"] = prompt
-            until = gen_kwargs.get("until") or []
-            if isinstance(until, str):
-                until = [until]
-            max_new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
-            tok = self.engine.tokenize(prompt, clips)
-            prep = self.engine.prepare([tok])
-            iv = self.intervention_for(req.task_name, req.doc)
-            with torch.no_grad():
-                if iv is not None:
-                    with iv.applied(self.engine, prep, [tok], last_positions(prep)):
-                        o = self.engine.run(prep, use_cache=True)
-                else:
-                    o = self.engine.run(prep, use_cache=True)
-                cache, new_ids, text = o.past_key_values, [], ""
-                nxt = int(self.engine.unembed(o.last_hidden_state[:, -1]).argmax(-1))
-                length = prep.lengths[0]
-                for step in range(max_new):
-                    if nxt == self.tokenizer.eos_token_id:
-                        break
-                    new_ids.append(nxt)
-                    text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-                    if any(u in text for u in until):
-                        break
-                    ids = torch.tensor([[nxt]], device=self.engine.device)
-                    emb = self.spec.embed_module(self.model)(ids)
-                    mask = torch.ones((1, length + step + 1), dtype=torch.long, device=self.engine.device)
-                    pos = self.engine.position_rows(torch.tensor([[length + step]], device=self.engine.device))
-                    o = self.engine.run(prep, inputs_embeds=emb, attention_mask=mask, position_ids=pos,
-                                        past_key_values=cache, use_cache=True)
-                    cache = o.past_key_values
-                    nxt = int(self.engine.unembed(o.last_hidden_state[:, -1]).argmax(-1))
-            for u in until:
-                if u in text:
-                    text = text.split(u)[0]
-            out.append(text)
-            if cache_args is not None:
-                self.cache_hook.add_partial("generate_until", cache_args[n], text)
-        return out
+        return generate_requests(self, requests, disable_tqdm=disable_tqdm)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "AudioLALM":

@@ -12,5 +12,5 @@ __all__ = ["LOAD_ARGS", "STEER_KEYS", "MODEL_ARGS"]
 
 LOAD_ARGS = ("pretrained", "revision", "dtype", "device", "batch_size", "max_batch_size", "attn_implementation",
              "trust_remote_code", "parallelize", "max_gen_toks", "max_length", "share_prefix", "first_token",
-             "first_token_collisions")
+             "first_token_collisions", "prep_workers")
 MODEL_ARGS = LOAD_ARGS + STEER_KEYS
