@@ -22,18 +22,18 @@ __all__ = ["prepare", "adapt", "MistralVoxtralProcessor", "processor_class_of", 
 
 def import_fixtures(pretrained: str) -> None:
     """Register the offline tiny processors with ``AutoProcessor`` when ``pretrained`` names one of them."""
-    import json
+    import re
     from pathlib import Path
 
+    pat = re.compile(r'"(?:processor_class|feature_extractor_type)"\s*:\s*"(Tiny\w*)"')  # also in nested dicts
     names = []
     for f in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
         p = Path(str(pretrained)) / f
         if p.is_file():
             try:
-                d = json.loads(p.read_text())
-            except (OSError, ValueError):
+                names += pat.findall(p.read_text())
+            except OSError:
                 continue
-            names += [str(d.get(k) or "") for k in ("processor_class", "feature_extractor_type")]
     if any(n.startswith("Tiny") for n in names):
         import audio_tasks.tiny  # noqa: F401 - registers the offline processors (tiny and tiny_more)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -29,6 +30,11 @@ def test_demo_exit_code_reflects_failed_steps(fake_pipeline, monkeypatch, tmp_pa
 
     def analysis(argv):
         calls.append(argv)
+        if argv[0] == "calibrate":  # the demo checks that the artifact exists
+            cal = argv[argv.index("--out") + 1]
+            os.makedirs(cal, exist_ok=True)
+            open(os.path.join(cal, "calibration.json"), "w").write("{}")
+            return 0
         if failing == "heads-raises" and argv[0] == "heads":
             raise RuntimeError("boom")
         if argv[0] == "report":
@@ -42,7 +48,7 @@ def test_demo_exit_code_reflects_failed_steps(fake_pipeline, monkeypatch, tmp_pa
     out = tmp_path / "demo"
     rc = demo.main(["--out", str(out)])
     assert rc == expected
-    assert [c[0] for c in calls] == ["lens", "trace", "heads", "report"]
+    assert [c[0] for c in calls] == ["calibrate", "lens", "trace", "heads", "report"]
     summary = json.loads((out / "demo_summary.json").read_text())
     want = {None: [], "trace": ["trace"], "heads-raises": ["heads"], "report": ["report"]}[failing]
     assert summary["failed"] == want

@@ -438,7 +438,7 @@ def test_lens_sigkilled_mid_run_and_restarted_is_byte_identical(whole_runs, tiny
             if rec.exists() and rec.read_bytes().count(b"\n") >= 3:
                 proc.send_signal(signal.SIGKILL)
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
         proc.wait(timeout=300)
     finally:
         if proc.poll() is None:

@@ -302,8 +302,8 @@ def test_lm_eval_cli_on_voxtral_twin_tokenizes_with_mistral_common(twin_load_dir
 
 
 def test_missing_voxtral_extra_is_named_before_loading_weights(twin_dirs, monkeypatch):
-    from audio_tasks import processors
     from audio_tasks.model import load_model
+    from interventions import processors
 
     real = processors._usable
     monkeypatch.setattr(processors, "_usable",
