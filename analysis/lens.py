@@ -29,8 +29,7 @@ import torch
 
 from interventions import hooks
 from interventions.engine import Engine
-from interventions.formulas import first_token_ids
-from interventions.formulas import gold_mask
+from interventions.formulas import first_token_ids, gold_mask
 from interventions.formulas import information_score as info_score
 from interventions.scoring import last_positions, pad_choices
 

@@ -520,11 +520,10 @@ def cmd_heads(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from analysis import figures
     from audio_tasks.calibration import calibration_items, random_heads, run_calibration
     from interventions.calibrate import collect, sweep_final_layer
     from interventions.steering import layer_weights
-
-    from analysis import figures
 
     out = Path(args.out)
     tasks = _tasks(args)

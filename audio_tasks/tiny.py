@@ -104,8 +104,12 @@ def make_qwen2_audio(tok, *, layers: int = 4, hidden: int = 64, heads: int = 4, 
     """(model, processor) of a small Qwen2-Audio around tokenizer ``tok`` (random weights from ``seed``).
 
     ``window_s`` is the feature extractor's window (Whisper: 30 s; 50 encoder positions per second)."""
-    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
 
     tok.chat_template = QWEN2_AUDIO_CHAT_TEMPLATE
     fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=window_s,
@@ -343,8 +347,11 @@ def tiny_qwen2_5_omni(out: Path, *, layers: int = 4, hidden: int = 64, heads: in
                       audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
     """Qwen2.5-Omni *thinker* (audio tower + tiny unused vision tower + M-RoPE text model); the talker and
     token2wav are not part of it.  ``mrope_section`` must sum to head_dim/2 (here [2, 3, 3] for 16)."""
-    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,12 @@ def tiny_audio_flamingo3(out: Path, *, layers: int = 2, hidden: int = 64, heads:
                          audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
     """Audio Flamingo 3: Whisper-style encoder (+ avg pooling) over 30-s windows, 2-layer projector, Qwen2
     decoder; the real ``AudioFlamingo3Processor`` (one ``<sound>`` placeholder per clip, expanded)."""
-    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration,
-                              AudioFlamingo3Processor, WhisperFeatureExtractor)
+    from transformers import (
+        AudioFlamingo3Config,
+        AudioFlamingo3ForConditionalGeneration,
+        AudioFlamingo3Processor,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +84,12 @@ def tiny_music_flamingo(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
                         audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
     """Music Flamingo: Audio Flamingo 3's encoder and projector with rotary time embeddings on the encoder
     output; the real ``MusicFlamingoProcessor`` wraps each clip's ``<sound>`` run in sound_bos / sound_eos."""
-    from transformers import (MusicFlamingoConfig, MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        MusicFlamingoConfig,
+        MusicFlamingoForConditionalGeneration,
+        MusicFlamingoProcessor,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,8 +170,11 @@ def tiny_qwen3_omni_moe(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
                         experts: int = 4, experts_per_tok: int = 2) -> Path:
     """Qwen3-Omni *thinker*: audio tower (conv downsampling per 100-frame chunk, 13 tokens per full chunk),
     unused tiny vision tower, mixture-of-experts text decoder with interleaved M-RoPE."""
-    from transformers import (Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen3OmniMoeThinkerConfig,
+        Qwen3OmniMoeThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,8 +309,7 @@ def tiny_granite_speech(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
     """Granite Speech: conformer CTC encoder over stacked log-mel frames, windowed Q-Former projector (15
     encoder frames -> 3 tokens), Granite decoder (embedding / residual / attention multipliers, logits divided
     by ``logits_scaling``).  No LoRA adapter in the tiny model (``has_lora_adapter=False``; peft absent)."""
-    from transformers import (GraniteSpeechConfig, GraniteSpeechForConditionalGeneration,
-                              GraniteSpeechProcessor)
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

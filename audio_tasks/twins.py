@@ -171,8 +171,11 @@ def twin_qwen2_5_omni(out: Path, *, layers: int = 2, kv_heads: int = 1, head_dim
                       audio_layers: int = 1, seed: int = 0, **_: object) -> Path:
     """Qwen2.5-Omni-7B thinker twin: GQA 28:4 (7:1), M-RoPE theta 1e6 with the published section ratio,
     rms eps 1e-6, untied; saved with the real ``Qwen2_5OmniProcessor`` configuration."""
-    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     from .tiny import QWEN2_5_OMNI_CHAT_TEMPLATE, QWEN2_5_OMNI_TOKEN_ATTRS
 

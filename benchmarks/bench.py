@@ -376,7 +376,6 @@ def flops_generate(fl: Flops, items, n: int = 16) -> float:
 
 def run_bench(args) -> dict[str, Any]:
     from audio_tasks.tiny import build
-
     from interventions.steering import HeadSteer, LayerGuided, layer_weights
 
     cfg = dict(CONFIGS[args.config])

@@ -36,9 +36,9 @@ from pathlib import Path
 import datasets
 
 from audio_tasks.data.audio_cache import cache_audio
-from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
 from audio_tasks.data.sakura_tracks import TRACKS, Track
 from audio_tasks.data.sakura_tracks import p3_user_prompt as _p3
+from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
 
 PROMPTS = ("p1", "p2", "p3", "single", "multi")
 LETTERED_PROMPT_PREFIX = "The answer is ("
