@@ -34,6 +34,7 @@ TASKS = ["demo_gender", "demo_language", "demo_emotion", "demo_animal"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` command's options to ``p``."""
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, default=24, help="documents per task for lm-eval runs (default %(default)s)")
     p.add_argument("--analysis_limit", type=int, default=8,
@@ -79,6 +80,7 @@ def _analysis(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run the demo pipeline (calibration, two lm-eval runs, analyses) into ``--out``; return the exit code."""
     if isinstance(argv, argparse.Namespace):
         args = argv
     else:

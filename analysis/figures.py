@@ -180,6 +180,7 @@ def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position:
 
 
 def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    """Plot information score per layer for each token position, one panel per task."""
     tasks = sorted(tasks, key=task_key)
     fig, axes = _grid(len(tasks))
     style = {"last": ("tab:pink", "last token"), "penultimate": ("tab:blue", "penultimate token"),
@@ -339,6 +340,7 @@ def _short(model: str) -> str:
 
 
 def lens_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write the logit-lens figures of a lens summary under ``out_dir``; return their paths."""
     out = Path(out_dir)
     tasks = [dict(v, task=k) for k, v in summary["tasks"].items()]
     if not tasks:
@@ -384,6 +386,7 @@ def trace_figures(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path) -
 
 
 def heads_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write the head-correlation figure of a heads summary under ``out_dir``; return its paths."""
     out = Path(out_dir)
     name = _short(summary.get("meta", {}).get("model", ""))
     return save_figure(head_corr(summary["r"], summary.get("specialists", ()), f"{name}: head correlations"),

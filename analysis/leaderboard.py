@@ -91,6 +91,7 @@ class Cell:
 
 @dataclass
 class Row:
+    """One leaderboard row: a run, its unsteered baseline, its cells and flags."""
     run: Run
     baseline: Run | None
     cells: dict[str, Cell] = field(default_factory=dict)
@@ -99,6 +100,7 @@ class Row:
 
 @dataclass
 class Leaderboard:
+    """A leaderboard table: metric, columns, rows and the significance level."""
     metric: str
     columns: list[Column]
     rows: list[Row]
@@ -419,6 +421,7 @@ def write_leaderboard(lb: Leaderboard, out_dir: str | Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``leaderboard`` command's options to ``parser``."""
     parser.add_argument("results", nargs="+", help="lm-eval --output_path folders (with --log_samples), "
                         "model subfolders or results_*.json files")
     parser.add_argument("--out", required=True, help="folder for leaderboard.md / .csv / .html")

@@ -65,6 +65,7 @@ def breakdown(run, metric: str = "acc") -> dict[str, Any]:
 
 
 def format_breakdown(b: dict[str, Any]) -> str:
+    """Format an MMAU breakdown as a text table."""
     lines = [f"MMAU breakdown (metric {b['metric']}, {b['n']} docs pooled over domains)", "",
              f"{'facet':<13} {'value':<40} {'n':>5} {'acc':>7}",
              f"{'all':<13} {'':<40} {b['n']:>5} {b['accuracy']:>7.4f}"]
@@ -75,6 +76,7 @@ def format_breakdown(b: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``mmau`` command's options to ``parser``."""
     parser.add_argument("run", help="lm-eval --output_path folder (with --log_samples) holding MMAU tasks")
     parser.add_argument("--metric", default="acc", help="per-sample metric (default: acc; e.g. acc_first_token)")
     parser.add_argument("--json", metavar="FILE", help="also write the breakdown as JSON (atomically)")
@@ -82,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Print (and optionally write) the MMAU breakdown of a run; return the exit code."""
     try:
         b = breakdown(read_run(args.run), args.metric)
     except ResultsError as exc:

@@ -22,6 +22,7 @@ KINDS = {"lens_summary.json": "lens", "trace_summary.json": "trace", "heads_summ
 
 
 def find_outputs(runs: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Find the analysis output files under ``runs``, grouped by kind."""
     found: dict[str, list[Path]] = {k: [] for k in KINDS.values()}
     for r in runs:
         root = Path(r)
@@ -196,6 +197,7 @@ def _critical(f: Path, base: Path) -> list[str]:
 
 
 def build_report(runs: Sequence[str | Path], report_path: str | Path) -> str:
+    """Build the Markdown analysis report of ``runs`` (links relative to ``report_path``)."""
     report_path = Path(report_path)
     base = report_path.parent
     found = find_outputs(runs)
@@ -236,6 +238,7 @@ def build_report(runs: Sequence[str | Path], report_path: str | Path) -> str:
 
 
 def write_report(runs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Write the analysis report of ``runs`` atomically (default: report.md in the first run); return its path."""
     from analysis.atomic import atomic_write_text
 
     runs = [Path(r) for r in runs]

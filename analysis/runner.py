@@ -637,6 +637,7 @@ def _common(p: argparse.ArgumentParser, split_default: str | None = "all", split
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``python -m analysis`` argument parser with all subcommands."""
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Commands: lens, trace, heads, calibrate, critical, report, compare, leaderboard, "
@@ -698,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m analysis``; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     RecordStore._appended = 0
     if argv and argv[0] in LAZY:

@@ -23,6 +23,7 @@ _warned_long = False
 
 
 class AudioError(ValueError):
+    """An audio input that cannot be loaded or used."""
     pass
 
 

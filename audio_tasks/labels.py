@@ -202,6 +202,7 @@ def _parse_model_args(s: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: print the label tokenization of the given tasks; return the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_args", required=True, help="pretrained=DIR[,revision=...]")
     p.add_argument("--tasks", required=True, help="comma-separated task names")

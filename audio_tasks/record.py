@@ -30,6 +30,7 @@ _STRENGTH_KEY = {"enrich": "lam", "layer_guided": "alpha", "single_layer": "alph
 
 
 class NonFiniteScore(ValueError):
+    """A score that is NaN or infinite."""
     pass
 
 

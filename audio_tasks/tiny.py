@@ -134,6 +134,7 @@ def make_qwen2_audio(tok, *, layers: int = 4, hidden: int = 64, heads: int = 4, 
 
 def tiny_qwen2_audio(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
                      audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Build and save a tiny random Qwen2-Audio checkpoint under ``out``; return ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out, vocab_size=vocab_size)
@@ -394,6 +395,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {"qwen2_audio": tiny_qwen2_audio, "vo
 
 
 def register_builder(name: str, fn: Callable[..., Path]) -> None:
+    """Register ``fn`` as the tiny-vocabulary builder of architecture ``name``."""
     BUILDERS[name] = fn
 
 
@@ -408,10 +410,12 @@ VOCABS = ("tiny", "real")
 
 
 def register_twin_builder(name: str, fn: Callable[..., Path]) -> None:
+    """Register ``fn`` as the real-vocabulary twin builder of architecture ``name``."""
     TWIN_BUILDERS[name] = fn
 
 
 def build(arch: str, out: Path, vocab: str = "tiny", **kw) -> Path:
+    """Build the tiny checkpoint of ``arch`` with vocabulary ``vocab`` under ``out``; return its path."""
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocab {vocab!r}; valid: {', '.join(VOCABS)}")
     table = BUILDERS if vocab == "tiny" else TWIN_BUILDERS
@@ -426,6 +430,7 @@ def build(arch: str, out: Path, vocab: str = "tiny", **kw) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: build a tiny checkpoint; return the exit code."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--arch", required=True, help="one of: " + ", ".join(sorted(BUILDERS)))
     p.add_argument("--out", required=True)

@@ -18,6 +18,7 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>",
 
 
 def build_tokenizer(*a, **k):
+    """Build the tiny tokenizer (:func:`audio_tasks.tiny.build_tokenizer`, imported lazily)."""
     from audio_tasks.tiny import build_tokenizer as fn
 
     return fn(*a, **k)

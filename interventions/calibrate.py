@@ -45,6 +45,7 @@ ARTIFACT_VERSION = 2  # 2: meta.fingerprint (model identity) is recorded and che
 
 @dataclass
 class CalibrationData:
+    """Per-item tensors collected on the calibration split."""
     lens: torch.Tensor  # (N, L+1, C) log-probs of each choice's first token, layers 0..L
     gold: torch.Tensor  # (N,)
     attn_mass: torch.Tensor | None  # (N, L, H) audio attention mass from the last position
@@ -281,6 +282,7 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
 
 def save_artifact(out_dir: str | Path, meta: dict[str, Any], result: dict[str, Any],
                   tensors: dict[str, torch.Tensor]) -> Path:
+    """Write a calibration artifact (safetensors and JSON) atomically to ``out_dir``; return the folder."""
     from safetensors.torch import save
 
     out = Path(out_dir)

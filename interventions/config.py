@@ -44,6 +44,7 @@ def _literal(v: Any) -> Any:
 
 
 def parse_int_list(v: Any, name: str) -> list[int]:
+    """Parse ``v`` (int, list or separated string) as a list of ints; ``name`` is used in errors."""
     v = _literal(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = [v]
@@ -74,6 +75,7 @@ def parse_float_list(v: Any, name: str) -> list[float]:
 
 
 def parse_heads(v: Any) -> list[tuple[int, int]]:
+    """Parse ``v`` as a list of (layer, head) pairs."""
     v = _literal(v)
     if isinstance(v, str):
         pairs = []
@@ -117,6 +119,7 @@ def _finite(v: Any, name: str) -> float:
 
 @dataclass
 class SteerConfig:
+    """The steering options of ``audio_lalm`` model arguments."""
     steer: str = "none"
     alpha: float | None = None
     source_layer: int | None = None

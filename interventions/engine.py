@@ -25,6 +25,7 @@ __all__ = ["Engine", "Prepared", "clip_key"]
 
 
 def clip_key(wave: np.ndarray) -> str:
+    """Return a cache key of an audio clip: content hash and length."""
     a = np.ascontiguousarray(wave, dtype=np.float32)
     return hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest() + f":{a.shape[0]}"
 

@@ -87,6 +87,7 @@ def _usable(module: str) -> Exception | None:
 
 
 def require_extra(processor_class: str) -> None:
+    """Raise ImportError naming the extra to install if ``processor_class`` needs a missing package."""
     if processor_class not in EXTRAS:
         return
     extra, module, why = EXTRAS[processor_class]

@@ -211,6 +211,7 @@ SPECS: dict[str, ArchSpec] = {}
 
 
 def register_spec(spec: ArchSpec) -> ArchSpec:
+    """Register ``spec`` under its name and return it."""
     SPECS[spec.name] = spec
     return spec
 
@@ -276,6 +277,7 @@ from . import specs_more  # noqa: E402,F401  (registers the architectures of iss
 
 
 def spec_for_config(config: Any) -> ArchSpec:
+    """Return the architecture spec matching ``config.model_type``; ValueError if unsupported."""
     mt = getattr(config, "model_type", None)
     for spec in SPECS.values():
         if mt in spec.model_types:

@@ -48,6 +48,7 @@ LETTERED_COLUMNS = {"single": ("single_instruction", "single_answer"),
 
 
 def get_track(track: str) -> Track:
+    """Return the SAKURA track named ``track`` (case-insensitive); ValueError if unknown."""
     key = str(track).strip().lower()
     if key not in TRACKS:
         raise ValueError(f"unknown SAKURA track {track!r}; expected one of {list(TRACKS)}")
@@ -55,6 +56,7 @@ def get_track(track: str) -> Track:
 
 
 def p3_user_prompt(track: str) -> str:
+    """Return the P3 user prompt of ``track``."""
     return _p3(get_track(track))
 
 
@@ -208,6 +210,7 @@ def read_hub(track: str, prompt: str = "p3", hf_name: str | None = None) -> list
 
 
 def rows_from_hf(ds: datasets.Dataset, track: str, name: str) -> list[dict]:
+    """Convert a Hugging Face SAKURA split to row dicts with an id, the audio and a location for errors."""
     out = []
     for n, row in enumerate(ds):
         audio = row["audio"] or {}

@@ -40,6 +40,7 @@ DEFAULT_TRAIN_FRACTION = {"gender": 1.0, "language": 1.0, "emotion": 0.35, "anim
 
 def build_model(out: Path, *, layers: int, hidden: int, heads: int, kv_heads: int, audio_dim: int,
                 audio_layers: int, seed: int, window_s: int = 2):
+    """Build the untrained reference Qwen2-Audio model (tokenizer saved under ``out``); return (model, processor)."""
     from audio_tasks.tiny import build_tokenizer, make_qwen2_audio
 
     out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,7 @@ def _forward(model, spec, batch, pad_id: int):
 
 @torch.no_grad()
 def evaluate(model, spec, proc, engine, examples, pad_id: int, bs: int = 64) -> dict[str, float]:
+    """Return the first-token accuracy of ``model`` on ``examples``, per track."""
     model.eval()
     firsts = {t: _first_token_ids(proc, engine, t) for t in TRACK_NAMES}
     hits: dict[str, list[float]] = {t: [] for t in TRACK_NAMES}
@@ -148,6 +150,7 @@ def evaluate(model, spec, proc, engine, examples, pad_id: int, bs: int = 64) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: train the reference model; return the exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
