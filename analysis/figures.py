@@ -311,7 +311,8 @@ def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, 
         ks = sorted(set.intersection(*[set(map(float, d)) for d in random]))
         vals = np.array([[float({float(k): v for k, v in d.items()}[k]) for k in ks] for d in random])
         m, s = vals.mean(0), (vals.std(0, ddof=1) if len(random) > 1 else np.zeros(len(ks)))
-        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3, label=f"layer-guided, random heads (mean ± std, n={len(random)})")
+        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3,
+                    label=f"layer-guided, random heads (mean ± std, n={len(random)})")
     for label, d in (extra or {}).items():
         x, y = xy(d)
         ax.plot(x, y, marker=".", ls="--", label=label)

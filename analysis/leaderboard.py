@@ -297,7 +297,8 @@ def render_markdown(lb: Leaderboard) -> str:
     lines = [
         f"# Leaderboard (metric: `{lb.metric}`)",
         "",
-        f"Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]; steered rows: Δ vs the same model's unsteered row, exact McNemar p and "
+        f"Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]; steered rows: Δ vs the same model's unsteered row, "
+        "exact McNemar p and "
         f"Holm-adjusted p over all {sum(1 for r in lb.rows for c in r.cells.values() if c.pvalue is not None)} "
         f"comparisons (* = Holm p < {lb.alpha}).",
         "",
@@ -350,8 +351,10 @@ def render_csv(lb: Leaderboard) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right;vertical-align:top}
-th{background:#f0f0f0;cursor:pointer;user-select:none;position:sticky;top:0}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 6px;\
+text-align:right;vertical-align:top}
+th{background:#f0f0f0;cursor:pointer;user-select:none;position:sticky;top:0}\
+th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
 td.l{text-align:left}.d{font-size:11px;color:#555}.up{color:#0a6b0a}.down{color:#b00}.sig{font-weight:bold}
 .grp{background:#f7f7ff}.fl{color:#b35900;text-align:left;font-size:11px}"""
 
@@ -393,7 +396,8 @@ def render_html(lb: Leaderboard) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Leaderboard ({e(lb.metric)})</title>
 <style>{_CSS}</style></head><body>
 <h1>Leaderboard <small>(metric: {e(lb.metric)})</small></h1>
-<p>Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]. Steered rows: &Delta; vs the same model's unsteered row, exact McNemar p and
+<p>Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]. Steered rows: &Delta; vs the same model's unsteered row, \
+exact McNemar p and
 Holm-adjusted p over all comparisons in the table (bold = Holm p &lt; {lb.alpha}). Click a header to sort.</p>
 <table class="lb"><thead><tr><th>model</th><th>configuration</th>{head}<th>flags</th></tr></thead>
 <tbody>

@@ -100,7 +100,8 @@ class TraceRun:
 
     @property
     def text_positions(self) -> list[int]:
-        return (~self.prep_clean.audio_mask[0] & self.prep_clean.attention_mask[0].bool()).nonzero().squeeze(-1).tolist()
+        text = ~self.prep_clean.audio_mask[0] & self.prep_clean.attention_mask[0].bool()
+        return text.nonzero().squeeze(-1).tolist()
 
 
 def _last_probs(engine: Engine, last_hidden: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,8 @@ def build_intervention(cfg: SteerConfig, art: dict[str, Any] | None, L: int, H: 
     if k == "enrich":
         lam = cfg.alpha if cfg.alpha is not None else _need(art, "enrich", "lam", "lam/alpha")
         if cfg.control == "random":
-            gap = cfg.gap if cfg.gap_given or art is None or "enrich" not in art else int(art["enrich"].get("gap", cfg.gap))
+            gap = (cfg.gap if cfg.gap_given or art is None or "enrich" not in art
+                   else int(art["enrich"].get("gap", cfg.gap)))
             return RandomEnrich(lam=lam, gap=gap, seed=cfg.seed, num_layers=L)
         src = cfg.source_layer if cfg.source_layer is not None else _need(art, "enrich", "source_layer", "source_layer")
         gap = cfg.gap if cfg.source_layer is not None or art is None else int(art["enrich"].get("gap", cfg.gap))

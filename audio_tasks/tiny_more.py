@@ -36,7 +36,8 @@ AF3_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
 # processor) opens the user turn, then the text.
 AF3_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
@@ -101,7 +102,8 @@ def tiny_music_flamingo(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
     proc = MusicFlamingoProcessor(feature_extractor=fe, tokenizer=tok, chat_template=AF3_CHAT_TEMPLATE)
     ids = tok.convert_tokens_to_ids
     cfg = MusicFlamingoConfig(
-        audio_config=dict(model_type="audioflamingo3_encoder", hidden_size=audio_dim, intermediate_size=audio_dim * 2, num_hidden_layers=audio_layers,
+        audio_config=dict(model_type="audioflamingo3_encoder", hidden_size=audio_dim, intermediate_size=audio_dim * 2,
+                          num_hidden_layers=audio_layers,
                           num_attention_heads=2, num_mel_bins=128, max_source_positions=1500),
         text_config=dict(model_type="qwen2", hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,

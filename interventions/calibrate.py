@@ -219,7 +219,8 @@ def _max_valid(values) -> float:
     return max(vals) if vals else -1.0
 
 
-def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
+def calibrate(engine: Engine, items: Sequence[Any], *,
+              kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
               K: int = 20, gap: int = 5, alphas: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
               batch_size: int = 8, progress: bool = False, data: CalibrationData | None = None,
               ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -117,6 +117,32 @@ def _finite(v: Any, name: str) -> float:
     return f
 
 
+def _parse_alpha(kw: dict[str, Any]) -> float | None:
+    """The strength ``alpha`` or its alias ``lam`` (not both); None when neither is given."""
+    if "alpha" in kw and "lam" in kw:
+        raise ValueError("give either alpha or lam (an alias), not both")
+    a = kw.get("alpha", kw.get("lam"))
+    return None if a is None else _finite(a, "alpha" if "alpha" in kw else "lam")
+
+
+def _parse_control(v: Any) -> str | None:
+    """The ``control`` argument: ``random``, or None for ``none``."""
+    control = str(v).strip().lower()
+    if control not in ("random", "none"):
+        raise ValueError(f"control={control!r}; valid: random, none")
+    return None if control == "none" else control
+
+
+def _reject_unused(kw: dict[str, Any], calibrating: bool) -> None:
+    """With steer=none, refuse intervention arguments that would be ignored (calibration ones allowed when
+    calibrating)."""
+    allowed = CALIBRATION_ARGS if calibrating else ()
+    given = [x for x in INTERVENTION_ONLY if x not in allowed and kw.get(x) not in (None, "")]
+    if given:
+        raise ValueError(f"intervention argument(s) {', '.join(given)} given but steer=none, where they "
+                         "would be ignored; set steer=" + "|".join(STEER_KINDS[1:]) + " or drop them")
+
+
 @dataclass
 class SteerConfig:
     """The steering options of ``audio_lalm`` model arguments."""
@@ -142,11 +168,7 @@ class SteerConfig:
         if steer not in STEER_KINDS:
             raise ValueError(f"steer={steer!r} is not a known intervention; valid: {', '.join(STEER_KINDS)}")
         c = cls(steer=steer)
-        if "alpha" in kw and "lam" in kw:
-            raise ValueError("give either alpha or lam (an alias), not both")
-        a = kw.get("alpha", kw.get("lam"))
-        if a is not None:
-            c.alpha = _finite(a, "alpha" if "alpha" in kw else "lam")
+        c.alpha = _parse_alpha(kw)
         if kw.get("source_layer") is not None:
             c.source_layer = _int(kw["source_layer"], "source_layer")
         if kw.get("gap") is not None:
@@ -167,21 +189,13 @@ class SteerConfig:
         if kw.get("calibration"):
             c.calibration = str(kw["calibration"])
         if kw.get("control"):
-            c.control = str(kw["control"]).strip().lower()
-            if c.control not in ("random", "none"):
-                raise ValueError(f"control={c.control!r}; valid: random, none")
-            if c.control == "none":
-                c.control = None
+            c.control = _parse_control(kw["control"])
         if kw.get("seed") is not None:
             c.seed = _int(kw["seed"], "seed")
         if kw.get("alphas") is not None:
             c.alphas = parse_float_list(kw["alphas"], "alphas")
         if c.steer == "none":
-            allowed = CALIBRATION_ARGS if calibrating else ()
-            given = [x for x in INTERVENTION_ONLY if x not in allowed and kw.get(x) not in (None, "")]
-            if given:
-                raise ValueError(f"intervention argument(s) {', '.join(given)} given but steer=none, where they "
-                                 "would be ignored; set steer=" + "|".join(STEER_KINDS[1:]) + " or drop them")
+            _reject_unused(kw, calibrating)
         return c
 
     def validate_against(self, num_layers: int, num_heads: int) -> None:

@@ -14,8 +14,8 @@ Every formula is computed by :mod:`interventions.formulas` (grep the equation nu
   output of the last decoder block, before the final norm) becomes h_L + alpha * d(x).
 * ``single_layer``: the same with one layer (w = 1).
 * ``head`` (Sec. 4.3): per specialist head (l, h), delta = head output before o_proj (audio -
-  silence) at the final position, both from unsteered passes (as the paper caches them), mapped through that head's slice of o_proj and added, times
-  alpha, to the residual right after layer l's attention sublayer.
+  silence) at the final position, both from unsteered passes (as the paper caches them), mapped through that
+  head's slice of o_proj and added, times alpha, to the residual right after layer l's attention sublayer.
 
 Layers are 1..L (output of decoder block l); heads are (layer, head) pairs.
 """

@@ -202,7 +202,8 @@ def read_hub(track: str, prompt: str = "p3", hf_name: str | None = None) -> list
             f"--metadata '{{\"data_root\": \"/path/to/sakura\"}}' (a local checkout: data/{folder}/metadata.csv "
             f"+ data/{folder}/audio/*.wav)",
             "the environment variable SAKURA_DATA_ROOT=/path/to/sakura (same layout)",
-            f"access to the Hugging Face hub (dataset {name}; log in or set HF_HOME to a cache holding it)"], e) from None
+            f"access to the Hugging Face hub (dataset {name}; log in or set HF_HOME to a cache holding it)"],
+            e) from None
     missing = [c for c in ("audio",) + _required_columns(prompt) if c not in ds.column_names]
     if missing:
         raise ValueError(f"{name}: missing columns {missing} (found {ds.column_names})")

@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             sched.step()
             step += 1
             losses.append(float(loss.detach()))
-        acc = evaluate(model, spec, proc, engine, evalset, pad_id) if a.eval_every and (epoch + 1) % a.eval_every == 0 else None
+        due = a.eval_every and (epoch + 1) % a.eval_every == 0
+        acc = evaluate(model, spec, proc, engine, evalset, pad_id) if due else None
         history.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), "eval": acc,
                         "elapsed_s": round(time.time() - t0, 1)})
         print(f"[train] {history[-1]}", flush=True)
