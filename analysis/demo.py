@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     if isinstance(argv, argparse.Namespace):
         args = argv
     else:
-        p = argparse.ArgumentParser(prog="python -m analysis demo", description=__doc__.split("\n")[0])
+        p = argparse.ArgumentParser(prog="python -m analysis demo", description=(__doc__ or "").split("\n")[0])
         add_arguments(p)
         args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     t0 = time.time()

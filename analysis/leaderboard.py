@@ -456,6 +456,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _p_ = argparse.ArgumentParser(prog="python -m analysis.leaderboard", description=__doc__.split("\n")[0])
+    _p_ = argparse.ArgumentParser(prog="python -m analysis.leaderboard", description=(__doc__ or "").split("\n")[0])
     add_arguments(_p_)
     sys.exit(main(_p_.parse_args()))

@@ -32,13 +32,14 @@ FACETS = ("domain", "difficulty", "category", "sub_category")
 def _rows_of(run, metric: str) -> list[dict[str, Any]]:
     rows = []
     for name, tr in sorted(run.tasks.items()):
-        if not _DOMAIN.match(name):
+        m = _DOMAIN.match(name)
+        if not m:
             continue
         for r in iter_jsonl(tr.samples_file):
             if not isinstance(r, dict) or r.get("filter", "none") != "none" or r.get(metric) is None:
                 continue
             doc = r.get("doc") or {}
-            rows.append({"domain": str(doc.get("task") or _DOMAIN.match(name).group(1)),
+            rows.append({"domain": str(doc.get("task") or m.group(1)),
                          "difficulty": str(doc.get("difficulty") or "?"),
                          "category": str(doc.get("category") or "?"),
                          "sub_category": str(doc.get("sub_category") or "?"),

@@ -311,7 +311,7 @@ def compare_main(args: argparse.Namespace) -> int:
 
 
 def _cli(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - the lead wires `python -m analysis`
-    parser = argparse.ArgumentParser(prog="python -m analysis.regress", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.regress", description=(__doc__ or "").split("\n")[0])
     add_arguments(parser)
     return main(parser.parse_args(argv))
 

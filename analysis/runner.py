@@ -646,7 +646,7 @@ def _common(p: argparse.ArgumentParser, split_default: str | None = "all", split
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``python -m analysis`` argument parser with all subcommands."""
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m analysis", description=(__doc__ or "").split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Commands: lens, trace, heads, calibrate, critical, report, compare, "
                                        "leaderboard, regress, mmau, demo")

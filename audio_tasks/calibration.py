@@ -80,7 +80,12 @@ def build_intervention(cfg: SteerConfig, art: dict[str, Any] | None, L: int, H: 
             heads = top_k_heads(art, cfg.K)
     alpha = cfg.alpha if cfg.alpha is not None else _need(art, k, "alpha", "alpha")
     if k == "layer_guided":
-        weights = layer_weights(heads) if heads else {int(l): 1.0 / len(cfg.layers) for l in cfg.layers}
+        if heads:
+            weights = layer_weights(heads)
+        else:
+            layers = cfg.layers
+            assert layers is not None, "no heads: layer_guided needs layers="
+            weights = {int(l): 1.0 / len(layers) for l in layers}
         return LayerGuided(weights, float(alpha), heads=heads)
     return HeadSteer(heads, float(alpha))
 

@@ -204,7 +204,7 @@ def _processor_classes():
             self.audio_tokens_per_chunk = int(audio_tokens_per_chunk)
             super().__init__(feature_extractor, tokenizer,
                              chat_template=chat_template if chat_template is not None else VOXTRAL_CHAT_TEMPLATE)
-            self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)
+            self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)  # pyright: ignore[reportOptionalMemberAccess]
 
         def _features(self, clip, sampling_rate):
             fe = self.feature_extractor

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -139,7 +140,7 @@ def twin_qwen2_audio(out: Path, *, layers: int = 2, heads: int = 4, head_dim: in
     tok = _qwen_tokenizer(QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_CHAT_TEMPLATE)
     model, proc = make_qwen2_audio(tok, layers=layers, hidden=heads * head_dim, heads=heads, kv_heads=heads,
                                    audio_dim=audio_dim, audio_layers=audio_layers, seed=seed)
-    tc = model.config.text_config
+    tc: Any = model.config.text_config  # a Qwen2Config here (transformers types it as dict | config | None)
     assert tc.vocab_size == len(tok)
     # Published: vocab_size 156032 (embedding rows past the tokenizer), rms_norm_eps 1e-5, rope_theta 10000.
     model.resize_token_embeddings(_pad_vocab(len(tok), 128), mean_resizing=False)

@@ -73,7 +73,8 @@ def build_model(cfg: dict[str, Any], device: str, tok_dir: Path, *, layers: int 
                          max_position_embeddings=8192, tie_word_embeddings=False, rms_norm_eps=1e-6),
         audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    mcfg.text_config._attn_implementation = "sdpa"
+    text_cfg: Any = mcfg.text_config  # a Qwen2Config here (transformers types it as dict | config | None)
+    text_cfg._attn_implementation = "sdpa"
     dtype = getattr(torch, cfg["dtype"])
     torch.manual_seed(seed)
     old = torch.get_default_dtype()

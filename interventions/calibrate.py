@@ -168,7 +168,7 @@ def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData
 
 
 def sweep_final_layer(engine: Engine, data: CalibrationData, weights: dict[int, float],
-                      alphas: Sequence[float]) -> dict[float, float]:
+                      alphas: Sequence[float]) -> dict[float, float | None]:
     """Accuracy of layer-guided steering for each alpha, from cached states (no re-forward: the edit is
     at the final layer).  The same functions as the forward hook (``LayerGuided``):
     ``formulas.layer_guided_direction`` and ``formulas.final_layer_steering``."""
@@ -183,7 +183,7 @@ def sweep_final_layer(engine: Engine, data: CalibrationData, weights: dict[int, 
 
 
 def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[float], batch_size: int = 8,
-                  ) -> dict[float, float]:
+                  ) -> dict[float, float | None]:
     """Accuracy (first-token criterion) with intervention ``make(alpha)`` for each alpha."""
     from .scoring import score_items
 
@@ -201,7 +201,7 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
                 if not all(math.isfinite(float(x)) for x in sc.first):
                     correct[a] = None  # a non-finite score: no accuracy for this strength
                     break
-                correct[a] += int(int(np.argmax(sc.first)) in item_golds(it))
+                correct[a] = (correct[a] or 0) + int(int(np.argmax(sc.first)) in item_golds(it))
     return {a: (None if c is None else c / len(items)) for a, c in correct.items()}
 
 
@@ -253,6 +253,7 @@ def calibrate(engine: Engine, items: Sequence[Any], *,
         out["enrich"] = {"source_layer": src, "gap": gap, "lam": _best(sweep), "sweep": sweep,
                          "basis": "incorrect" if int(wrong.sum()) > 0 else "all (no incorrect samples)"}
     if need_heads:
+        assert data.attn_mass is not None, "head selection needs calibration data with attention mass"
         r = point_biserial_matrix(data.attn_mass, correct)
         tensors["head_corr"] = r
         tensors["attn_mass"] = data.attn_mass.float()

@@ -51,7 +51,7 @@ def parse_int_list(v: Any, name: str) -> list[int]:
     if isinstance(v, str):
         v = [p for p in re.split(r"[;\s|]+", v.strip()) if p]
     try:
-        out = [int(x) for x in v]
+        out = [int(x) for x in v]  # pyright: ignore[reportGeneralTypeIssues]  (a bool: TypeError, reported below)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a list of integers like [10,12] or 10;12, got {v!r}") from None
     return out

@@ -167,7 +167,7 @@ def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor]) 
     at about clip-length / 30 s of the encoder cost.
     """
     inner = model.model
-    tower = inner.audio_tower
+    tower: Any = inner.audio_tower  # the Qwen2-Audio encoder (Module.__getattr__ types it "Tensor | Module")
     x = feats["input_features"].to(tower.device, tower.dtype)
     fmask = feats["feature_attention_mask"].to(tower.device)
     n_mel = fmask.sum(-1)

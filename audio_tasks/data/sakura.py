@@ -217,7 +217,8 @@ def rows_from_hf(ds: datasets.Dataset, track: str, name: str) -> list[dict]:
         audio = row["audio"] or {}
         file = row.get("file") or (Path(audio.get("path") or "").name if isinstance(audio, dict) else "")
         file = file or f"{get_track(track).folder.lower()}_{n:05d}.wav"
-        out.append({**row, "_id": file, "_audio": audio, "_where": f"{name}, row {n} (file {file!r})"})
+        where = f"{name}, row {n} (file {file!r})"
+        out.append({**row, "_id": file, "_audio": audio, "_where": where})  # pyright: ignore[reportGeneralTypeIssues]
     return out
 
 

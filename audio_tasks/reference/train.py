@@ -151,7 +151,7 @@ def evaluate(model, spec, proc, engine, examples, pad_id: int, bs: int = 64) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: train the reference model; return the exit code."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=13.0, help="wall-clock cap of the training loop")
