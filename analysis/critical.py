@@ -47,6 +47,7 @@ def critical_layer(info: Sequence[float], n_labels: int, alpha: float = DEFAULT_
 
 @dataclass
 class CriticalRow:
+    """One (model, task, position) row of the critical-layer analysis."""
     model: str
     task: str
     track: str

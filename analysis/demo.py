@@ -6,8 +6,9 @@ Everything runs on CPU in a few minutes, with no download: the synthetic SAKURA-
 
 Steps (outputs under ``DIR``):
 
-1. ``calibration/``: ``python -m analysis calibrate`` (layer-guided steering, :func:`audio_tasks.calibration.run_calibration`)
-   on the *calibration* split of the demo tasks, with ``--random_controls`` random head sets for the sweep figure;
+1. ``calibration/``: ``python -m analysis calibrate`` (layer-guided steering,
+   :func:`audio_tasks.calibration.run_calibration`) on the *calibration* split of the demo tasks, with
+   ``--random_controls`` random head sets for the sweep figure;
 2. ``lm_eval/none/`` and ``lm_eval/layer_guided/``: ``lm_eval.simple_evaluate`` (``log_samples``, written by
    ``EvaluationTracker`` exactly like ``--output_path``) on the *evaluation* split, without steering and with
    ``steer=layer_guided,calibration=DIR/calibration``;
@@ -34,6 +35,7 @@ TASKS = ["demo_gender", "demo_language", "demo_emotion", "demo_animal"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` command's options to ``p``."""
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, default=24, help="documents per task for lm-eval runs (default %(default)s)")
     p.add_argument("--analysis_limit", type=int, default=8,
@@ -41,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration_limit", type=int, default=16,
                    help="calibration documents per task (default %(default)s)")
     p.add_argument("--random_controls", type=int, default=3,
-                   help="random head sets swept next to the specialists in calibration/figures/sweep (default %(default)s)")
+                   help="random head sets swept next to the specialists in calibration/figures/sweep "
+                        "(default %(default)s)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--skip_analyses", action="store_true", help="only calibration + the two lm-eval runs")
     p.add_argument("--device", default="cpu")
@@ -78,11 +81,38 @@ def _analysis(argv: list[str]) -> int:
     return int(runner_main(argv) or 0)
 
 
+def _run_analyses(args: argparse.Namespace, base: str, out: Path, summary: dict, folders: list[str],
+                  t0: float) -> None:
+    """Step 3 of the demo: lens, trace and heads (each if its module exists); record them in ``summary`` and
+    append the folders of the successful ones to ``folders``."""
+    import importlib.util
+
+    common = ["--model_args", base, "--tasks", ",".join(TASKS),
+              "--limit", str(args.analysis_limit), "--batch_size", str(args.batch_size), "--no_progress"]
+    plan = [("lens", "analysis.lens", ["--split", "evaluation"]),
+            ("trace", "analysis.tracing", ["--split", "evaluation"]),
+            ("heads", "analysis.heads", ["--n_random", "2", "--K", "4"])]
+    for cmd, mod, extra in plan:
+        if importlib.util.find_spec(mod) is None:
+            print(f"[demo] {mod} not available: skipping {cmd}", flush=True)
+            summary.setdefault("skipped", []).append(cmd)
+            continue
+        try:
+            rc = _analysis([cmd, *common, *extra, "--out", str(out / cmd)])
+        except Exception as e:  # keep the demo going; the summary records the failure, the exit code is 1
+            rc = f"error: {type(e).__name__}: {e}"
+        summary.setdefault("analyses", {})[cmd] = rc
+        if rc == 0:
+            folders.append(str(out / cmd))
+        _step(f"{cmd} -> {out / cmd} (rc={rc})", t0)
+
+
 def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run the demo pipeline (calibration, two lm-eval runs, analyses) into ``--out``; return the exit code."""
     if isinstance(argv, argparse.Namespace):
         args = argv
     else:
-        p = argparse.ArgumentParser(prog="python -m analysis demo", description=__doc__.split("\n")[0])
+        p = argparse.ArgumentParser(prog="python -m analysis demo", description=(__doc__ or "").split("\n")[0])
         add_arguments(p)
         args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     t0 = time.time()
@@ -116,26 +146,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     # 3. analyses (if the modules exist)
     folders = [str(cal_dir)]
     if not args.skip_analyses:
-        import importlib.util
-
-        common = ["--model_args", base, "--tasks", ",".join(TASKS),
-                  "--limit", str(args.analysis_limit), "--batch_size", str(args.batch_size), "--no_progress"]
-        plan = [("lens", "analysis.lens", ["--split", "evaluation"]),
-                ("trace", "analysis.tracing", ["--split", "evaluation"]),
-                ("heads", "analysis.heads", ["--n_random", "2", "--K", "4"])]
-        for cmd, mod, extra in plan:
-            if importlib.util.find_spec(mod) is None:
-                print(f"[demo] {mod} not available: skipping {cmd}", flush=True)
-                summary.setdefault("skipped", []).append(cmd)
-                continue
-            try:
-                rc = _analysis([cmd, *common, *extra, "--out", str(out / cmd)])
-            except Exception as e:  # keep the demo going; the summary records the failure, the exit code is 1
-                rc = f"error: {type(e).__name__}: {e}"
-            summary.setdefault("analyses", {})[cmd] = rc
-            if rc == 0:
-                folders.append(str(out / cmd))
-            _step(f"{cmd} -> {out / cmd} (rc={rc})", t0)
+        _run_analyses(args, base, out, summary, folders, t0)
 
     # 4. report
     report = out / "report.md"

@@ -180,6 +180,7 @@ def correct_wrong(tasks: Sequence[Mapping[str, Any]], title: str = "", position:
 
 
 def positions(tasks: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    """Plot information score per layer for each token position, one panel per task."""
     tasks = sorted(tasks, key=task_key)
     fig, axes = _grid(len(tasks))
     style = {"last": ("tab:pink", "last token"), "penultimate": ("tab:blue", "penultimate token"),
@@ -310,7 +311,8 @@ def sweep(specialist: Mapping[Any, float] | None, random: Sequence[Mapping[Any, 
         ks = sorted(set.intersection(*[set(map(float, d)) for d in random]))
         vals = np.array([[float({float(k): v for k, v in d.items()}[k]) for k in ks] for d in random])
         m, s = vals.mean(0), (vals.std(0, ddof=1) if len(random) > 1 else np.zeros(len(ks)))
-        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3, label=f"layer-guided, random heads (mean ± std, n={len(random)})")
+        ax.errorbar(ks, m, yerr=s, marker="s", color="tab:gray", capsize=3,
+                    label=f"layer-guided, random heads (mean ± std, n={len(random)})")
     for label, d in (extra or {}).items():
         x, y = xy(d)
         ax.plot(x, y, marker=".", ls="--", label=label)
@@ -339,6 +341,7 @@ def _short(model: str) -> str:
 
 
 def lens_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write the logit-lens figures of a lens summary under ``out_dir``; return their paths."""
     out = Path(out_dir)
     tasks = [dict(v, task=k) for k, v in summary["tasks"].items()]
     if not tasks:
@@ -384,6 +387,7 @@ def trace_figures(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path) -
 
 
 def heads_figures(summary: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write the head-correlation figure of a heads summary under ``out_dir``; return its paths."""
     out = Path(out_dir)
     name = _short(summary.get("meta", {}).get("model", ""))
     return save_figure(head_corr(summary["r"], summary.get("specialists", ()), f"{name}: head correlations"),

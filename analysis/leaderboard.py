@@ -91,6 +91,7 @@ class Cell:
 
 @dataclass
 class Row:
+    """One leaderboard row: a run, its unsteered baseline, its cells and flags."""
     run: Run
     baseline: Run | None
     cells: dict[str, Cell] = field(default_factory=dict)
@@ -99,6 +100,7 @@ class Row:
 
 @dataclass
 class Leaderboard:
+    """A leaderboard table: metric, columns, rows and the significance level."""
     metric: str
     columns: list[Column]
     rows: list[Row]
@@ -295,7 +297,8 @@ def render_markdown(lb: Leaderboard) -> str:
     lines = [
         f"# Leaderboard (metric: `{lb.metric}`)",
         "",
-        f"Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]; steered rows: Δ vs the same model's unsteered row, exact McNemar p and "
+        f"Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]; steered rows: Δ vs the same model's unsteered row, "
+        "exact McNemar p and "
         f"Holm-adjusted p over all {sum(1 for r in lb.rows for c in r.cells.values() if c.pvalue is not None)} "
         f"comparisons (* = Holm p < {lb.alpha}).",
         "",
@@ -348,8 +351,10 @@ def render_csv(lb: Leaderboard) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right;vertical-align:top}
-th{background:#f0f0f0;cursor:pointer;user-select:none;position:sticky;top:0}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 6px;\
+text-align:right;vertical-align:top}
+th{background:#f0f0f0;cursor:pointer;user-select:none;position:sticky;top:0}\
+th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
 td.l{text-align:left}.d{font-size:11px;color:#555}.up{color:#0a6b0a}.down{color:#b00}.sig{font-weight:bold}
 .grp{background:#f7f7ff}.fl{color:#b35900;text-align:left;font-size:11px}"""
 
@@ -391,7 +396,8 @@ def render_html(lb: Leaderboard) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Leaderboard ({e(lb.metric)})</title>
 <style>{_CSS}</style></head><body>
 <h1>Leaderboard <small>(metric: {e(lb.metric)})</small></h1>
-<p>Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]. Steered rows: &Delta; vs the same model's unsteered row, exact McNemar p and
+<p>Accuracy % [{100 * (1 - lb.alpha):g}% Wilson CI]. Steered rows: &Delta; vs the same model's unsteered row, \
+exact McNemar p and
 Holm-adjusted p over all comparisons in the table (bold = Holm p &lt; {lb.alpha}). Click a header to sort.</p>
 <table class="lb"><thead><tr><th>model</th><th>configuration</th>{head}<th>flags</th></tr></thead>
 <tbody>
@@ -419,6 +425,7 @@ def write_leaderboard(lb: Leaderboard, out_dir: str | Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``leaderboard`` command's options to ``parser``."""
     parser.add_argument("results", nargs="+", help="lm-eval --output_path folders (with --log_samples), "
                         "model subfolders or results_*.json files")
     parser.add_argument("--out", required=True, help="folder for leaderboard.md / .csv / .html")
@@ -449,6 +456,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _p_ = argparse.ArgumentParser(prog="python -m analysis.leaderboard", description=__doc__.split("\n")[0])
+    _p_ = argparse.ArgumentParser(prog="python -m analysis.leaderboard", description=(__doc__ or "").split("\n")[0])
     add_arguments(_p_)
     sys.exit(main(_p_.parse_args()))

@@ -14,9 +14,9 @@ Positions (left-padded batches, so the same index for every row):
   unaffected (AudioLens Fig. 4, gray lines).
 
 Scores are stored as log-probabilities (exact, no underflow); ``np.exp`` gives the probabilities.
-The information score (``interventions.formulas.information_score``) is the fraction of items whose highest-probability label is the gold
-one; an item is *correct* when that holds at the final layer and the last position (the model's own
-first-token prediction).
+The information score (``interventions.formulas.information_score``) is the fraction of items whose
+highest-probability label is the gold one; an item is *correct* when that holds at the final layer and the last
+position (the model's own first-token prediction).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import torch
 
 from interventions import hooks
 from interventions.engine import Engine
-from interventions.formulas import first_token_ids
-from interventions.formulas import gold_mask
+from interventions.formulas import first_token_ids, gold_mask
 from interventions.formulas import information_score as info_score
 from interventions.scoring import last_positions, pad_choices
 

@@ -32,13 +32,14 @@ FACETS = ("domain", "difficulty", "category", "sub_category")
 def _rows_of(run, metric: str) -> list[dict[str, Any]]:
     rows = []
     for name, tr in sorted(run.tasks.items()):
-        if not _DOMAIN.match(name):
+        m = _DOMAIN.match(name)
+        if not m:
             continue
         for r in iter_jsonl(tr.samples_file):
             if not isinstance(r, dict) or r.get("filter", "none") != "none" or r.get(metric) is None:
                 continue
             doc = r.get("doc") or {}
-            rows.append({"domain": str(doc.get("task") or _DOMAIN.match(name).group(1)),
+            rows.append({"domain": str(doc.get("task") or m.group(1)),
                          "difficulty": str(doc.get("difficulty") or "?"),
                          "category": str(doc.get("category") or "?"),
                          "sub_category": str(doc.get("sub_category") or "?"),
@@ -65,6 +66,7 @@ def breakdown(run, metric: str = "acc") -> dict[str, Any]:
 
 
 def format_breakdown(b: dict[str, Any]) -> str:
+    """Format an MMAU breakdown as a text table."""
     lines = [f"MMAU breakdown (metric {b['metric']}, {b['n']} docs pooled over domains)", "",
              f"{'facet':<13} {'value':<40} {'n':>5} {'acc':>7}",
              f"{'all':<13} {'':<40} {b['n']:>5} {b['accuracy']:>7.4f}"]
@@ -75,6 +77,7 @@ def format_breakdown(b: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``mmau`` command's options to ``parser``."""
     parser.add_argument("run", help="lm-eval --output_path folder (with --log_samples) holding MMAU tasks")
     parser.add_argument("--metric", default="acc", help="per-sample metric (default: acc; e.g. acc_first_token)")
     parser.add_argument("--json", metavar="FILE", help="also write the breakdown as JSON (atomically)")
@@ -82,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Print (and optionally write) the MMAU breakdown of a run; return the exit code."""
     try:
         b = breakdown(read_run(args.run), args.metric)
     except ResultsError as exc:

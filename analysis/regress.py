@@ -87,6 +87,7 @@ class TaskDiff:
 
 @dataclass
 class RegressReport:
+    """Result of comparing a candidate run against a baseline run, per task."""
     baseline: str
     candidate: str
     metric: str
@@ -225,6 +226,7 @@ def _error_report(reason: str, args: argparse.Namespace) -> RegressReport:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``regress`` command's options to ``parser``."""
     parser.add_argument("--baseline", required=True, help="lm-eval output (folder/results file) of the reference run")
     parser.add_argument("--candidate", required=True, help="lm-eval output of the run to check")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -255,6 +257,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``compare`` command's options to ``parser``."""
     parser.add_argument("baseline", help="lm-eval output of the reference run")
     parser.add_argument("candidate", help="lm-eval output of the other run")
     parser.add_argument("--metric", default="acc", help="per-sample 0/1 metric, default %(default)s")
@@ -308,7 +311,7 @@ def compare_main(args: argparse.Namespace) -> int:
 
 
 def _cli(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - the lead wires `python -m analysis`
-    parser = argparse.ArgumentParser(prog="python -m analysis.regress", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analysis.regress", description=(__doc__ or "").split("\n")[0])
     add_arguments(parser)
     return main(parser.parse_args(argv))
 

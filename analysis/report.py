@@ -22,6 +22,7 @@ KINDS = {"lens_summary.json": "lens", "trace_summary.json": "trace", "heads_summ
 
 
 def find_outputs(runs: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Find the analysis output files under ``runs``, grouped by kind."""
     found: dict[str, list[Path]] = {k: [] for k in KINDS.values()}
     for r in runs:
         root = Path(r)
@@ -169,7 +170,8 @@ def _calibration(f: Path, base: Path) -> list[str]:
         rows.append(["head", f"K = {art['heads']['K']}", art["head"]["alpha"]])
     lines += [f"n = {art.get('n_docs')}, accuracy = {_fmt(art.get('accuracy'))}", ""]
     lines += _table(["intervention", "selection", "strength"], rows)
-    sweeps = {k: art[k]["sweep"] for k in ("enrich", "layer_guided", "single_layer", "head") if (art.get(k) or {}).get("sweep")}
+    sweeps = {k: art[k]["sweep"] for k in ("enrich", "layer_guided", "single_layer", "head")
+              if (art.get(k) or {}).get("sweep")}
     ctrl_f = f.parent / "calibration_controls.json"
     if ctrl_f.exists():
         ctrl = json.loads(ctrl_f.read_text())
@@ -179,7 +181,8 @@ def _calibration(f: Path, base: Path) -> list[str]:
         alphas = sorted({float(a) for sw in sweeps.values() for a in sw})
         lines += ["Accuracy on the calibration split by strength:", ""]
         lines += _table(["sweep"] + [_fmt(a, 2) for a in alphas],
-                        [[k] + [{float(a): v for a, v in sw.items()}.get(a) for a in alphas] for k, sw in sweeps.items()])
+                        [[k] + [{float(a): v for a, v in sw.items()}.get(a) for a in alphas]
+                         for k, sw in sweeps.items()])
     return lines + _figures(f.parent, base, "sweep")
 
 
@@ -187,15 +190,18 @@ def _critical(f: Path, base: Path) -> list[str]:
     d = json.loads(f.read_text())
     lines = [f"### Critical layers — `{_rel(f.parent, base)}`", "", f"alpha = {d.get('alpha')}", ""]
     lines += _table(["model", "track", "position", "critical layer", "accuracy", "prompts"],
-                    [[r["model"], r["track"], r["position"], r["critical_layer"], r["accuracy"], ", ".join(r["prompts"])]
+                    [[r["model"], r["track"], r["position"], r["critical_layer"], r["accuracy"],
+                      ", ".join(r["prompts"])]
                      for r in d.get("table_ii", [])])
     lines += _table(["model", "position", "excluding", "rows", "r", "p"],
-                    [[r["model"], r["position"], ", ".join(r.get("exclude_tracks") or []) or "–", r["n"], r["r"], r["pvalue"]]
+                    [[r["model"], r["position"], ", ".join(r.get("exclude_tracks") or []) or "–", r["n"], r["r"],
+                      r["pvalue"]]
                      for r in d.get("table_iii", [])])
     return lines
 
 
 def build_report(runs: Sequence[str | Path], report_path: str | Path) -> str:
+    """Build the Markdown analysis report of ``runs`` (links relative to ``report_path``)."""
     report_path = Path(report_path)
     base = report_path.parent
     found = find_outputs(runs)
@@ -236,6 +242,7 @@ def build_report(runs: Sequence[str | Path], report_path: str | Path) -> str:
 
 
 def write_report(runs: Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Write the analysis report of ``runs`` atomically (default: report.md in the first run); return its path."""
     from analysis.atomic import atomic_write_text
 
     runs = [Path(r) for r in runs]

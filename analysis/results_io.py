@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 from audio_tasks.reference import REFERENCE_MODEL_NAME as EMBEDDED_MODEL  # noqa: E402  "audio-lalm-reference"
+
 """Model id used when the model args carry no ``pretrained=`` (the model's built-in default checkpoint)."""
 
 NON_INTERVENTION_KEYS = frozenset(LOAD_ARGS) | frozenset(

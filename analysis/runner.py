@@ -15,7 +15,8 @@ Commands (``python -m analysis <command> -h`` for all options)::
     leaderboard, regress, demo   provided by analysis.leaderboard / analysis.regress / analysis.demo
 
 Model commands share ``--model_args`` (parsed like lm-eval's and passed to ``audio_tasks.model.AudioLALM``,
-the one model-loading path; default empty = the embedded reference model, as ``lm_eval --model audio_lalm``), ``--tasks``, ``--metadata``, ``--split``, ``--limit``, ``--batch_size``, ``--out``.
+the one model-loading path; default empty = the embedded reference model, as ``lm_eval --model audio_lalm``),
+``--tasks``, ``--metadata``, ``--split``, ``--limit``, ``--batch_size``, ``--out``.
 
 Outputs (every summary JSON has ``meta``: analysis, model, revision, model_args, dtype, tasks, split, seed,
 split_seed, metadata, limit, package_version, prompt_formats, num_layers, num_heads):
@@ -336,7 +337,8 @@ def lens_summary(recs: Sequence[dict[str, Any]], meta: dict[str, Any], *, alpha:
             return np.asarray([[-np.inf if x is None else x for x in row] for row in v], dtype=float)
 
         tab = lens.lens_table([{k: arr(v) for k, v in r["logp"].items()} for r in rs],
-                              [r.get("golds") or r["gold"] for r in rs], n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
+                              [r.get("golds") or r["gold"] for r in rs],
+                              n_labels=len(rs[0]["choices"] or rs[0]["choice_ids"]))
         d = tab.as_dict()
         track, fmt = critical.parse_task(task)
         d.update(track=track, prompt=fmt, critical_layer={})
@@ -365,7 +367,8 @@ def write_lens_outputs(summary: dict[str, Any], out: Path) -> None:
                 for layer, v in enumerate(vals):
                     rows.append({"model": model, "task": task, "track": t["track"], "prompt": t["prompt"],
                                  "position": pos, "subset": subset, "layer": layer, "info": v, "n": n})
-    write_csv(out / "lens_info.csv", rows, ["model", "task", "track", "prompt", "position", "subset", "layer", "info", "n"])
+    write_csv(out / "lens_info.csv", rows,
+              ["model", "task", "track", "prompt", "position", "subset", "layer", "info", "n"])
     write_csv(out / "critical.csv", summary["critical"]["rows"],
               ["model", "task", "track", "prompt", "position", "accuracy", "critical_layer", "n", "n_labels"])
     figures.lens_figures(summary, out / "figures")
@@ -392,7 +395,8 @@ def cmd_critical(args) -> int:
     out = Path(args.out)
     t2 = critical.table_ii(rows)
     t3 = [row for p in sorted({r.position for r in rows}) for row in critical.table_iii(rows, p, args.exclude_track)]
-    write_json(out / "critical_tables.json", {"alpha": args.alpha, "runs": list(args.runs), "rows": [r.as_dict() for r in rows],
+    write_json(out / "critical_tables.json", {"alpha": args.alpha, "runs": list(args.runs),
+                                              "rows": [r.as_dict() for r in rows],
                                               "table_ii": t2, "table_iii": t3})
     write_csv(out / "critical_rows.csv", [r.as_dict() for r in rows])
     write_csv(out / "critical_table_ii.csv", [dict(r, prompts=";".join(r["prompts"])) for r in t2])
@@ -419,7 +423,8 @@ def cmd_trace(args) -> int:
     lm = load_lm(args)
     items = load_items(lm, tasks, args.split, md, args.limit)
     _pin_settings(out, "trace", _settings(args, "trace", layerwise=not args.no_layerwise,
-                                          tokenwise=not args.no_tokenwise, rows=args.rows), args.overwrite, ["trace_records.jsonl"])
+                                          tokenwise=not args.no_tokenwise, rows=args.rows),
+                  args.overwrite, ["trace_records.jsonl"])
     store = RecordStore(out / "trace_records.jsonl")
     keys = [item_key(it) for it in items]
     for it, k in tqdm(list(zip(items, keys)), desc="trace", disable=not _progress(args)):
@@ -455,7 +460,8 @@ def write_trace_outputs(summary: dict[str, Any], recs: Sequence[dict[str, Any]],
     write_csv(out / "trace_layer.csv", rows, ["task", "layer", "rr_mean", "rr_std", "rr_sem", "n"])
     write_csv(out / "trace_segments.csv", srows, ["task", "segment", "layer", "rr_mean", "rr_std", "n"])
     write_csv(out / "trace_items.csv", [dict(r, excluded=";".join(r["excluded"])) for r in recs],
-              ["task", "doc_id", "clip_id", "gold", "p_clean", "p_corrupted", "pred_clean", "pred_corrupted", "excluded"])
+              ["task", "doc_id", "clip_id", "gold", "p_clean", "p_corrupted", "pred_clean", "pred_corrupted",
+               "excluded"])
     figures.trace_figures([summary], out / "figures")
 
 
@@ -520,11 +526,10 @@ def cmd_heads(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from analysis import figures
     from audio_tasks.calibration import calibration_items, random_heads, run_calibration
     from interventions.calibrate import collect, sweep_final_layer
     from interventions.steering import layer_weights
-
-    from analysis import figures
 
     out = Path(args.out)
     tasks = _tasks(args)
@@ -541,7 +546,8 @@ def cmd_calibrate(args) -> int:
     # Every calibration argument is checked before the first forward pass.
     cfg, L = lm.steer_cfg, lm.engine.num_layers
     if "enrich" in kinds and cfg.gap > L - 1:
-        raise SystemExit(f"gap={cfg.gap} too large for {lm.pretrained} with {L} layers (enrich needs gap in 0..{L - 1}); "
+        raise SystemExit(f"gap={cfg.gap} too large for {lm.pretrained} with {L} layers "
+                         f"(enrich needs gap in 0..{L - 1}); "
                          "pass gap=N in --model_args or leave enrich out of --kinds")
     if not cfg.alphas:
         raise SystemExit("alphas: the strength grid is empty")
@@ -566,7 +572,8 @@ def cmd_calibrate(args) -> int:
             rand[str(seed)] = sweep_final_layer(lm.engine, data, layer_weights(hs), alphas)
         controls = {"meta": {**doc["meta"], "analysis": "calibrate-controls"}, "K": K, "alphas": alphas,
                     "random": rand, "random_heads": sets,
-                    "specialist": sweep_final_layer(lm.engine, data, layer_weights([tuple(h) for h in doc["heads"]["specialists"]]), alphas)}
+                    "specialist": sweep_final_layer(
+                        lm.engine, data, layer_weights([tuple(h) for h in doc["heads"]["specialists"]]), alphas)}
         write_json(out / "calibration_controls.json", controls)
     art = json.loads((out / "calibration.json").read_text())
     figures.sweep_figures(art, controls, out / "figures")
@@ -638,16 +645,18 @@ def _common(p: argparse.ArgumentParser, split_default: str | None = "all", split
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0],
+    """Build the ``python -m analysis`` argument parser with all subcommands."""
+    p = argparse.ArgumentParser(prog="python -m analysis", description=(__doc__ or "").split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Commands: lens, trace, heads, calibrate, critical, report, compare, leaderboard, "
-                                       "regress, mmau, demo")
+                                epilog="Commands: lens, trace, heads, calibrate, critical, report, compare, "
+                                       "leaderboard, regress, mmau, demo")
     sub = p.add_subparsers(dest="command", metavar="command")
 
     s = sub.add_parser("lens", help="logit lens, information scores, critical layers (AudioLens)")
     _common(s)
     s.add_argument("--no_masked", action="store_true", help="skip the audio-masked last-token pass")
-    s.add_argument("--alpha", type=float, default=0.2, help="critical-layer threshold alpha (AudioLens Eqs. 3-4), default 0.2")
+    s.add_argument("--alpha", type=float, default=0.2,
+                   help="critical-layer threshold alpha (AudioLens Eqs. 3-4), default 0.2")
     s.add_argument("--exclude_track", nargs="*", default=["gender"],
                    help="tracks left out of the extra Table III correlation row (default: gender)")
     s.add_argument("--overwrite", action="store_true", help="discard earlier records in --out")
@@ -699,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m analysis``; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     RecordStore._appended = 0
     if argv and argv[0] in LAZY:

@@ -100,7 +100,8 @@ class TraceRun:
 
     @property
     def text_positions(self) -> list[int]:
-        return (~self.prep_clean.audio_mask[0] & self.prep_clean.attention_mask[0].bool()).nonzero().squeeze(-1).tolist()
+        text = ~self.prep_clean.audio_mask[0] & self.prep_clean.attention_mask[0].bool()
+        return text.nonzero().squeeze(-1).tolist()
 
 
 def _last_probs(engine: Engine, last_hidden: torch.Tensor) -> torch.Tensor:
@@ -248,12 +249,12 @@ def _offsets(engine: Engine, item: Any, ids: list[int]) -> tuple[str, list[tuple
         where.append(len(collapsed) - 1)
     tok = engine.tokenizer
     text = item.meta.get("prompt") if isinstance(item.meta, dict) else None
-    spans = None
+    spans: list[tuple[int, int]] | None = None
     if text:
         try:
             enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
             if list(enc["input_ids"]) == collapsed:
-                spans = [tuple(int(x) for x in o) for o in enc["offset_mapping"]]
+                spans = [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
         except (NotImplementedError, TypeError, ValueError):
             spans = None
     if spans is None:  # fall back: decode token by token
@@ -263,7 +264,7 @@ def _offsets(engine: Engine, item: Any, ids: list[int]) -> tuple[str, list[tuple
             spans.append((c, c + len(p)))
             text += p
             c += len(p)
-    return text, [spans[w] for w in where]
+    return str(text), [spans[w] for w in where]
 
 
 def _doc_field(item: Any, name: str) -> Any:
@@ -352,7 +353,7 @@ def trace_item(engine: Engine, item: Any, *, layerwise: bool = True, tokenwise: 
     if layerwise:
         p = patched_probs(engine, run, layer_variants(run), rows=rows, prefix_cache=prefix_cache)
         rec["layer_p"] = [float(x) for x in p]
-        rec["layer_rr"] = [float(x) for x in recovery_rate(p, run)]
+        rec["layer_rr"] = [float(x) for x in np.asarray(recovery_rate(p, run))]
     if tokenwise:
         positions = token_positions(run)
         segs = prompt_segments(engine, item)
@@ -363,7 +364,7 @@ def trace_item(engine: Engine, item: Any, *, layerwise: bool = True, tokenwise: 
                         "tokens": [engine.tokenizer.decode([ids[i]]) for i in positions],
                         "segments": [segs[i] for i in positions],
                         "p": [[float(x) for x in row] for row in p],
-                        "rr": [[float(x) for x in row] for row in recovery_rate(p, run)]}
+                        "rr": [[float(x) for x in row] for row in np.asarray(recovery_rate(p, run))]}
     return rec
 
 

@@ -23,6 +23,7 @@ _warned_long = False
 
 
 class AudioError(ValueError):
+    """An audio input that cannot be loaded or used."""
     pass
 
 
@@ -71,7 +72,8 @@ def load_audio(item: Any, target_sr: int, *, where: str = "") -> np.ndarray:
     except AudioError as e:
         raise AudioError(f"unreadable audio{desc}: {e}") from None
     except Exception as e:  # soundfile / OS errors
-        raise AudioError(f"unreadable audio{desc}: {item if isinstance(item, str) else type(item).__name__}: {e}") from None
+        what = item if isinstance(item, str) else type(item).__name__
+        raise AudioError(f"unreadable audio{desc}: {what}: {e}") from None
     if data.ndim == 2:
         # soundfile gives (frames, channels); arrays may come as (channels, frames)
         if data.shape[0] < data.shape[1] and data.shape[0] <= 8 and not isinstance(item, str):

@@ -54,7 +54,8 @@ def build_intervention(cfg: SteerConfig, art: dict[str, Any] | None, L: int, H: 
     if k == "enrich":
         lam = cfg.alpha if cfg.alpha is not None else _need(art, "enrich", "lam", "lam/alpha")
         if cfg.control == "random":
-            gap = cfg.gap if cfg.gap_given or art is None or "enrich" not in art else int(art["enrich"].get("gap", cfg.gap))
+            gap = (cfg.gap if cfg.gap_given or art is None or "enrich" not in art
+                   else int(art["enrich"].get("gap", cfg.gap)))
             return RandomEnrich(lam=lam, gap=gap, seed=cfg.seed, num_layers=L)
         src = cfg.source_layer if cfg.source_layer is not None else _need(art, "enrich", "source_layer", "source_layer")
         gap = cfg.gap if cfg.source_layer is not None or art is None else int(art["enrich"].get("gap", cfg.gap))
@@ -79,7 +80,12 @@ def build_intervention(cfg: SteerConfig, art: dict[str, Any] | None, L: int, H: 
             heads = top_k_heads(art, cfg.K)
     alpha = cfg.alpha if cfg.alpha is not None else _need(art, k, "alpha", "alpha")
     if k == "layer_guided":
-        weights = layer_weights(heads) if heads else {int(l): 1.0 / len(cfg.layers) for l in cfg.layers}
+        if heads:
+            weights = layer_weights(heads)
+        else:
+            layers = cfg.layers
+            assert layers is not None, "no heads: layer_guided needs layers="
+            weights = {int(l): 1.0 / len(layers) for l in layers}
         return LayerGuided(weights, float(alpha), heads=heads)
     return HeadSteer(heads, float(alpha))
 

@@ -47,6 +47,7 @@ def load_tasks(task_names: Iterable[str], metadata: dict[str, Any] | None = None
 
 def task_requests(task: Any, limit: int | None = None, apply_chat_template: bool = False,
                   chat_template: Any = None) -> list[Instance]:
+    """Build and return the request instances of an lm-eval ``task``."""
     task.build_all_requests(limit=limit, rank=0, world_size=1, apply_chat_template=apply_chat_template,
                             chat_template=chat_template)
     return list(task.instances)

@@ -148,7 +148,7 @@ def label_report(model_args: dict[str, Any], tasks: Sequence[str], *, limit: int
         docs: OrderedDict[Any, list[tuple[str, list[int]]]] = OrderedDict()
         choices: OrderedDict[str, dict[str, Any]] = OrderedDict()
         for r in reqs:
-            context, cont = r.args[0], r.args[1]
+            context, cont = r.args[0], r.args[1]  # pyright: ignore[reportGeneralTypeIssues]  (lm-eval types args as ())
             aux = r.args[2] if len(r.args) > 2 else None
             audio = (aux or {}).get("audio") or []
             n_audio = len(audio) if isinstance(audio, (list, tuple)) else 1
@@ -202,6 +202,7 @@ def _parse_model_args(s: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: print the label tokenization of the given tasks; return the exit code."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_args", required=True, help="pretrained=DIR[,revision=...]")
     p.add_argument("--tasks", required=True, help="comma-separated task names")

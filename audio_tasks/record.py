@@ -30,6 +30,7 @@ _STRENGTH_KEY = {"enrich": "lam", "layer_guided": "alpha", "single_layer": "alph
 
 
 class NonFiniteScore(ValueError):
+    """A score that is NaN or infinite."""
     pass
 
 
@@ -103,7 +104,8 @@ def check_finite(task: str, items, scores, settings: str) -> None:
         vals = list(sc.loglik) + list(sc.first)
         if not all(math.isfinite(float(v)) for v in vals):
             doc = it.meta.get("doc")
-            did = doc.get("doc_id") if isinstance(doc, dict) and doc.get("doc_id") is not None else it.meta.get("doc_id")
+            did = (doc.get("doc_id") if isinstance(doc, dict) and doc.get("doc_id") is not None
+                   else it.meta.get("doc_id"))
             raise NonFiniteScore(
                 f"audio_lalm: non-finite score on task {task!r}, doc {did!r} (lm-eval doc index "
                 f"{it.meta.get('doc_id')}) with intervention {settings}: log-probs {list(map(float, sc.loglik))}. "

@@ -138,7 +138,7 @@ def _cascade(formants: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.nd
 
 def _filter(x: np.ndarray, formants: Sequence[tuple[float, float]]) -> np.ndarray:
     b, a = _cascade(formants)
-    return lfilter(b, a, x)
+    return lfilter(b, a, x)  # pyright: ignore[reportReturnType]  (scipy's stub: array, or a pair with zi=)
 
 
 def _unit_rms(x: np.ndarray) -> np.ndarray:

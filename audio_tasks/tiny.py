@@ -36,12 +36,14 @@ QWEN_SPECIALS = [
 QWEN2_AUDIO_CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}"
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
     "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
-    "{% set audio_count.value = audio_count.value + 1 %}Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
     "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -55,7 +57,8 @@ _CORPUS = [
     *(p3_user_prompt(t) for t in SAKURA_TRACKS.values()),
     " ".join(t.prefix for t in SAKURA_TRACKS.values()),
     "The answer is (a) (b) (c) (d) (e) (A) (B) (C) (D) (E) (F) (G) (H) Audio 1: system user assistant",
-    "Please identify the gender of the speaker. Which of the following best describes the sound? Based on the given audio,",
+    "Please identify the gender of the speaker. Which of the following best describes the sound? "
+    "Based on the given audio,",
     _LABELS,
 ]
 
@@ -104,8 +107,12 @@ def make_qwen2_audio(tok, *, layers: int = 4, hidden: int = 64, heads: int = 4, 
     """(model, processor) of a small Qwen2-Audio around tokenizer ``tok`` (random weights from ``seed``).
 
     ``window_s`` is the feature extractor's window (Whisper: 30 s; 50 encoder positions per second)."""
-    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
 
     tok.chat_template = QWEN2_AUDIO_CHAT_TEMPLATE
     fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=window_s,
@@ -130,6 +137,7 @@ def make_qwen2_audio(tok, *, layers: int = 4, hidden: int = 64, heads: int = 4, 
 
 def tiny_qwen2_audio(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
                      audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Build and save a tiny random Qwen2-Audio checkpoint under ``out``; return ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out, vocab_size=vocab_size)
@@ -196,7 +204,7 @@ def _processor_classes():
             self.audio_tokens_per_chunk = int(audio_tokens_per_chunk)
             super().__init__(feature_extractor, tokenizer,
                              chat_template=chat_template if chat_template is not None else VOXTRAL_CHAT_TEMPLATE)
-            self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)
+            self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)  # pyright: ignore[reportOptionalMemberAccess]
 
         def _features(self, clip, sampling_rate):
             fe = self.feature_extractor
@@ -320,18 +328,21 @@ QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}{% set image_count = namespace(value=0) %}"
     "{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
     "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
     "<|vision_bos|><|IMAGE|><|vision_eos|>"
     "{% elif content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
     "{% set audio_count.value = audio_count.value + 1 %}{% if add_audio_id %}Audio {{ audio_count.value }}: {% endif %}"
     "<|audio_bos|><|AUDIO|><|audio_eos|>"
     "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
     "<|vision_bos|><|VIDEO|><|vision_eos|>"
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
     "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
@@ -343,8 +354,11 @@ def tiny_qwen2_5_omni(out: Path, *, layers: int = 4, hidden: int = 64, heads: in
                       audio_dim: int = 32, audio_layers: int = 2, seed: int = 0, vocab_size: int = 600) -> Path:
     """Qwen2.5-Omni *thinker* (audio tower + tiny unused vision tower + M-RoPE text model); the talker and
     token2wav are not part of it.  ``mrope_section`` must sum to head_dim/2 (here [2, 3, 3] for 16)."""
-    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -387,6 +401,7 @@ BUILDERS: dict[str, Callable[..., Path]] = {"qwen2_audio": tiny_qwen2_audio, "vo
 
 
 def register_builder(name: str, fn: Callable[..., Path]) -> None:
+    """Register ``fn`` as the tiny-vocabulary builder of architecture ``name``."""
     BUILDERS[name] = fn
 
 
@@ -401,10 +416,12 @@ VOCABS = ("tiny", "real")
 
 
 def register_twin_builder(name: str, fn: Callable[..., Path]) -> None:
+    """Register ``fn`` as the real-vocabulary twin builder of architecture ``name``."""
     TWIN_BUILDERS[name] = fn
 
 
 def build(arch: str, out: Path, vocab: str = "tiny", **kw) -> Path:
+    """Build the tiny checkpoint of ``arch`` with vocabulary ``vocab`` under ``out``; return its path."""
     if vocab not in VOCABS:
         raise ValueError(f"unknown vocab {vocab!r}; valid: {', '.join(VOCABS)}")
     table = BUILDERS if vocab == "tiny" else TWIN_BUILDERS
@@ -419,6 +436,7 @@ def build(arch: str, out: Path, vocab: str = "tiny", **kw) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: build a tiny checkpoint; return the exit code."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--arch", required=True, help="one of: " + ", ".join(sorted(BUILDERS)))
     p.add_argument("--out", required=True)

@@ -18,6 +18,7 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>",
 
 
 def build_tokenizer(*a, **k):
+    """Build the tiny tokenizer (:func:`audio_tasks.tiny.build_tokenizer`, imported lazily)."""
     from audio_tasks.tiny import build_tokenizer as fn
 
     return fn(*a, **k)
@@ -35,7 +36,8 @@ AF3_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
 # processor) opens the user turn, then the text.
 AF3_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
@@ -50,8 +52,12 @@ def tiny_audio_flamingo3(out: Path, *, layers: int = 2, hidden: int = 64, heads:
                          audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
     """Audio Flamingo 3: Whisper-style encoder (+ avg pooling) over 30-s windows, 2-layer projector, Qwen2
     decoder; the real ``AudioFlamingo3Processor`` (one ``<sound>`` placeholder per clip, expanded)."""
-    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration,
-                              AudioFlamingo3Processor, WhisperFeatureExtractor)
+    from transformers import (
+        AudioFlamingo3Config,
+        AudioFlamingo3ForConditionalGeneration,
+        AudioFlamingo3Processor,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +86,12 @@ def tiny_music_flamingo(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
                         audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600) -> Path:
     """Music Flamingo: Audio Flamingo 3's encoder and projector with rotary time embeddings on the encoder
     output; the real ``MusicFlamingoProcessor`` wraps each clip's ``<sound>`` run in sound_bos / sound_eos."""
-    from transformers import (MusicFlamingoConfig, MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        MusicFlamingoConfig,
+        MusicFlamingoForConditionalGeneration,
+        MusicFlamingoProcessor,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +102,8 @@ def tiny_music_flamingo(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
     proc = MusicFlamingoProcessor(feature_extractor=fe, tokenizer=tok, chat_template=AF3_CHAT_TEMPLATE)
     ids = tok.convert_tokens_to_ids
     cfg = MusicFlamingoConfig(
-        audio_config=dict(model_type="audioflamingo3_encoder", hidden_size=audio_dim, intermediate_size=audio_dim * 2, num_hidden_layers=audio_layers,
+        audio_config=dict(model_type="audioflamingo3_encoder", hidden_size=audio_dim, intermediate_size=audio_dim * 2,
+                          num_hidden_layers=audio_layers,
                           num_attention_heads=2, num_mel_bins=128, max_source_positions=1500),
         text_config=dict(model_type="qwen2", hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
@@ -162,8 +173,11 @@ def tiny_qwen3_omni_moe(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
                         experts: int = 4, experts_per_tok: int = 2) -> Path:
     """Qwen3-Omni *thinker*: audio tower (conv downsampling per 100-frame chunk, 13 tokens per full chunk),
     unused tiny vision tower, mixture-of-experts text decoder with interleaved M-RoPE."""
-    from transformers import (Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen3OmniMoeThinkerConfig,
+        Qwen3OmniMoeThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,8 +312,7 @@ def tiny_granite_speech(out: Path, *, layers: int = 2, hidden: int = 64, heads: 
     """Granite Speech: conformer CTC encoder over stacked log-mel frames, windowed Q-Former projector (15
     encoder frames -> 3 tokens), Granite decoder (embedding / residual / attention multipliers, logits divided
     by ``logits_scaling``).  No LoRA adapter in the tiny model (``has_lora_adapter=False``; peft absent)."""
-    from transformers import (GraniteSpeechConfig, GraniteSpeechForConditionalGeneration,
-                              GraniteSpeechProcessor)
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

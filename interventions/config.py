@@ -44,13 +44,14 @@ def _literal(v: Any) -> Any:
 
 
 def parse_int_list(v: Any, name: str) -> list[int]:
+    """Parse ``v`` (int, list or separated string) as a list of ints; ``name`` is used in errors."""
     v = _literal(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = [v]
     if isinstance(v, str):
         v = [p for p in re.split(r"[;\s|]+", v.strip()) if p]
     try:
-        out = [int(x) for x in v]
+        out = [int(x) for x in v]  # pyright: ignore[reportGeneralTypeIssues]  (a bool: TypeError, reported below)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a list of integers like [10,12] or 10;12, got {v!r}") from None
     return out
@@ -74,6 +75,7 @@ def parse_float_list(v: Any, name: str) -> list[float]:
 
 
 def parse_heads(v: Any) -> list[tuple[int, int]]:
+    """Parse ``v`` as a list of (layer, head) pairs."""
     v = _literal(v)
     if isinstance(v, str):
         pairs = []
@@ -115,8 +117,35 @@ def _finite(v: Any, name: str) -> float:
     return f
 
 
+def _parse_alpha(kw: dict[str, Any]) -> float | None:
+    """The strength ``alpha`` or its alias ``lam`` (not both); None when neither is given."""
+    if "alpha" in kw and "lam" in kw:
+        raise ValueError("give either alpha or lam (an alias), not both")
+    a = kw.get("alpha", kw.get("lam"))
+    return None if a is None else _finite(a, "alpha" if "alpha" in kw else "lam")
+
+
+def _parse_control(v: Any) -> str | None:
+    """The ``control`` argument: ``random``, or None for ``none``."""
+    control = str(v).strip().lower()
+    if control not in ("random", "none"):
+        raise ValueError(f"control={control!r}; valid: random, none")
+    return None if control == "none" else control
+
+
+def _reject_unused(kw: dict[str, Any], calibrating: bool) -> None:
+    """With steer=none, refuse intervention arguments that would be ignored (calibration ones allowed when
+    calibrating)."""
+    allowed = CALIBRATION_ARGS if calibrating else ()
+    given = [x for x in INTERVENTION_ONLY if x not in allowed and kw.get(x) not in (None, "")]
+    if given:
+        raise ValueError(f"intervention argument(s) {', '.join(given)} given but steer=none, where they "
+                         "would be ignored; set steer=" + "|".join(STEER_KINDS[1:]) + " or drop them")
+
+
 @dataclass
 class SteerConfig:
+    """The steering options of ``audio_lalm`` model arguments."""
     steer: str = "none"
     alpha: float | None = None
     source_layer: int | None = None
@@ -139,11 +168,7 @@ class SteerConfig:
         if steer not in STEER_KINDS:
             raise ValueError(f"steer={steer!r} is not a known intervention; valid: {', '.join(STEER_KINDS)}")
         c = cls(steer=steer)
-        if "alpha" in kw and "lam" in kw:
-            raise ValueError("give either alpha or lam (an alias), not both")
-        a = kw.get("alpha", kw.get("lam"))
-        if a is not None:
-            c.alpha = _finite(a, "alpha" if "alpha" in kw else "lam")
+        c.alpha = _parse_alpha(kw)
         if kw.get("source_layer") is not None:
             c.source_layer = _int(kw["source_layer"], "source_layer")
         if kw.get("gap") is not None:
@@ -164,21 +189,13 @@ class SteerConfig:
         if kw.get("calibration"):
             c.calibration = str(kw["calibration"])
         if kw.get("control"):
-            c.control = str(kw["control"]).strip().lower()
-            if c.control not in ("random", "none"):
-                raise ValueError(f"control={c.control!r}; valid: random, none")
-            if c.control == "none":
-                c.control = None
+            c.control = _parse_control(kw["control"])
         if kw.get("seed") is not None:
             c.seed = _int(kw["seed"], "seed")
         if kw.get("alphas") is not None:
             c.alphas = parse_float_list(kw["alphas"], "alphas")
         if c.steer == "none":
-            allowed = CALIBRATION_ARGS if calibrating else ()
-            given = [x for x in INTERVENTION_ONLY if x not in allowed and kw.get(x) not in (None, "")]
-            if given:
-                raise ValueError(f"intervention argument(s) {', '.join(given)} given but steer=none, where they "
-                                 "would be ignored; set steer=" + "|".join(STEER_KINDS[1:]) + " or drop them")
+            _reject_unused(kw, calibrating)
         return c
 
     def validate_against(self, num_layers: int, num_heads: int) -> None:

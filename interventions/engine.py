@@ -25,6 +25,7 @@ __all__ = ["Engine", "Prepared", "clip_key"]
 
 
 def clip_key(wave: np.ndarray) -> str:
+    """Return a cache key of an audio clip: content hash and length."""
     a = np.ascontiguousarray(wave, dtype=np.float32)
     return hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest() + f":{a.shape[0]}"
 
@@ -124,11 +125,11 @@ class Engine:
         return pos.unsqueeze(0).expand(rows, -1, -1) if rows > 1 else pos
     @property
     def device(self) -> torch.device:
-        return self.spec.embed_module(self.model).weight.device
+        return self.spec.embed_module(self.model).weight.device  # pyright: ignore[reportReturnType]  (Module.__getattr__)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.spec.embed_module(self.model).weight.dtype
+        return self.spec.embed_module(self.model).weight.dtype  # pyright: ignore[reportReturnType]  (Module.__getattr__)
 
     @property
     def audio_window_s(self) -> float | None:
@@ -191,6 +192,7 @@ class Engine:
         """The processor's audio features of a tokenized prompt (computed now if the shortcut skipped them)."""
         if tok.features is None:
             tok.features = self._processor_tokenize(tok.prompt, tok.clips).features
+        assert tok.features is not None, "the processor returned no features for a prompt with audio"
         return tok.features
 
     def _expand(self, prompt: str, counts: Sequence[int]) -> torch.Tensor | None:
@@ -265,10 +267,13 @@ class Engine:
         # uncached at the same moment (padding to a batch's longest clip changes the last digits), so that
         # a resumed run, or a task scored beside other tasks, is bit-identical to an uninterrupted one.
         dev = self.device
+        encode_audio = self.spec.encode_audio
+        if encode_audio is None:
+            raise NotImplementedError(f"architecture {self.spec.name!r} has no audio encoder path (encode_audio)")
         for feats, key, cnt in zip(batch_feats, batch_keys, batch_counts):
             one = {k: v.to(dev) for k, v in feats.items()}
             one["_tokens_per_clip"] = torch.tensor([cnt])
-            embs = self.spec.encode_audio(self.model, one)
+            embs = encode_audio(self.model, one)
             self.encoder_calls += 1
             for key, e, cnt in zip([key], embs, [cnt]):
                 if e.shape[0] != cnt:
@@ -387,9 +392,10 @@ class Engine:
         Valid for passes that read or edit the suffix only (scoring at the last prompt position, and
         interventions that act there).  Falls back to :meth:`prepare` when a prompt has no audio prefix.
         """
-        points = [self.split_point(t) for t in toks]
-        if any(p is None for p in points):
+        split = [self.split_point(t) for t in toks]
+        if any(p is None for p in split):
             return self.prepare(toks)
+        points = [p for p in split if p is not None]  # all of them (narrowed to int)
         keys = [self.prefix_key(t, p) for t, p in zip(toks, points)]
         entries: dict[str, torch.Tensor] = {}
         missing: list[int] = []
@@ -476,8 +482,9 @@ class Engine:
         def cropped() -> Any:
             # Per layer: an auxiliary pass that stopped early appended to the first layers only.
             for lay in past.layers:
-                if getattr(lay, "keys", None) is not None and lay.keys.shape[-2] > n_ctx:
-                    lay.keys, lay.values = lay.keys[..., :n_ctx, :], lay.values[..., :n_ctx, :]
+                keys, values = getattr(lay, "keys", None), getattr(lay, "values", None)
+                if keys is not None and values is not None and keys.shape[-2] > n_ctx:
+                    lay.keys, lay.values = keys[..., :n_ctx, :], values[..., :n_ctx, :]
                     if hasattr(lay, "cumulative_length"):
                         lay.cumulative_length = n_ctx
             return past

@@ -38,7 +38,8 @@ def _vocab_hash(tokenizer: Any) -> str | None:
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def model_fingerprint(model: torch.nn.Module, spec: Any, tokenizer: Any, *, revision: str | None = None) -> dict[str, Any]:
+def model_fingerprint(model: torch.nn.Module, spec: Any, tokenizer: Any, *,
+                      revision: str | None = None) -> dict[str, Any]:
     """Identity of a loaded model (see the module docstring); JSON-able."""
     cfg = spec.text_cfg(model) if hasattr(spec, "text_cfg") else model.config
     params = [(n, p) for n, p in model.named_parameters()]
@@ -51,7 +52,8 @@ def model_fingerprint(model: torch.nn.Module, spec: Any, tokenizer: Any, *, revi
     archs = getattr(model.config, "architectures", None) or [type(model).__name__]
     return {"architecture": str(archs[0]), "model_type": str(getattr(model.config, "model_type", "")),
             "num_layers": int(spec.num_layers(model)), "num_heads": int(spec.num_heads(model)),
-            "hidden_size": int(getattr(cfg, "hidden_size", 0) or 0), "vocab_size": int(getattr(cfg, "vocab_size", 0) or 0),
+            "hidden_size": int(getattr(cfg, "hidden_size", 0) or 0),
+            "vocab_size": int(getattr(cfg, "vocab_size", 0) or 0),
             "vocab_hash": _vocab_hash(tokenizer), "revision": revision, "weights": h.hexdigest()[:24],
             "dtype": str(next(model.parameters()).dtype).replace("torch.", "") if params else None}
 

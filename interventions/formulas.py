@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["gold_mask", "information_score", "critical_contributions", "critical_layer", "enrich_delta", "recovery_rate",
+__all__ = ["gold_mask", "information_score", "critical_contributions", "critical_layer", "enrich_delta",
+           "recovery_rate",
            "audio_attention_mass", "specialist_correlations", "select_specialists", "listening_score",
            "layer_weights", "layer_guided_direction", "final_layer_steering", "head_delta", "head_to_residual",
            "head_steering_update", "first_token_ids"]

@@ -112,6 +112,7 @@ def edit_residual(model: torch.nn.Module, spec: ArchSpec, layer: int, positions:
             new = (replace(cur) if callable(replace) else replace).to(h.dtype).to(h.device)
         else:
             d = delta(cur) if callable(delta) else delta
+            assert d is not None, "give delta or replace"
             new = cur + d.to(h.dtype).to(h.device)
         if row_mask is not None:
             m = row_mask.to(h.device)[:, None]

@@ -87,6 +87,7 @@ def _usable(module: str) -> Exception | None:
 
 
 def require_extra(processor_class: str) -> None:
+    """Raise ImportError naming the extra to install if ``processor_class`` needs a missing package."""
     if processor_class not in EXTRAS:
         return
     extra, module, why = EXTRAS[processor_class]
@@ -227,7 +228,9 @@ class MistralVoxtralProcessor:
         audio = Audio(np.asarray(clip, dtype=np.float32), int(sampling_rate), format="wav")
         encoding = self.audio_encoder.encode_audio(audio)
         feats = self.inner._retrieve_input_features(
-            [encoding.audio.audio_array], self._max_source_positions, sampling_rate=self.feature_extractor.sampling_rate,
+            [encoding.audio.audio_array],  # pyright: ignore[reportOptionalMemberAccess]  (set for audio input)
+            self._max_source_positions,
+            sampling_rate=self.feature_extractor.sampling_rate,
             padding=True, truncation=False, pad_to_multiple_of=self._pad_to, return_tensors="pt")
         return list(encoding.tokens), torch.as_tensor(feats)
 

@@ -46,6 +46,7 @@ class LogLik(float):
 
 @dataclass
 class MCItem:
+    """A multiple-choice item: tokenized prompt, continuations and metadata."""
     tok: Tokenized  # the prompt (audio expanded)
     continuations: list[list[int]]  # token ids of each continuation
     meta: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class MCItem:
 
 @dataclass
 class ItemScore:
+    """Scores of one item's choices: log-likelihood, first-token log-prob and greedy flag."""
     loglik: list[float]
     first: list[float]
     greedy: list[bool]

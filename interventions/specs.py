@@ -167,7 +167,7 @@ def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor]) 
     at about clip-length / 30 s of the encoder cost.
     """
     inner = model.model
-    tower = inner.audio_tower
+    tower: Any = inner.audio_tower  # the Qwen2-Audio encoder (Module.__getattr__ types it "Tensor | Module")
     x = feats["input_features"].to(tower.device, tower.dtype)
     fmask = feats["feature_attention_mask"].to(tower.device)
     n_mel = fmask.sum(-1)
@@ -211,6 +211,7 @@ SPECS: dict[str, ArchSpec] = {}
 
 
 def register_spec(spec: ArchSpec) -> ArchSpec:
+    """Register ``spec`` under its name and return it."""
     SPECS[spec.name] = spec
     return spec
 
@@ -276,6 +277,7 @@ from . import specs_more  # noqa: E402,F401  (registers the architectures of iss
 
 
 def spec_for_config(config: Any) -> ArchSpec:
+    """Return the architecture spec matching ``config.model_type``; ValueError if unsupported."""
     mt = getattr(config, "model_type", None)
     for spec in SPECS.values():
         if mt in spec.model_types:

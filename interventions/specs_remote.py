@@ -102,7 +102,8 @@ QWEN_AUDIO_CHAT = register_spec(
         text_config="",  # flat config: num_hidden_layers, num_attention_heads, hidden_size, kv_channels
         audio_token_attrs=("audio_start_id",),
         remote_code=True,
-        not_run_reason=_NOT_RUN.format(what="encoder rows over <audio>..</audio> spans from its tokenizer's audio_info"),
+        not_run_reason=_NOT_RUN.format(
+            what="encoder rows over <audio>..</audio> spans from its tokenizer's audio_info"),
         audio_positions=qwen_audio_positions,  # head size = hidden_size / heads = kv_channels (128)
     )
 )

@@ -14,8 +14,8 @@ Every formula is computed by :mod:`interventions.formulas` (grep the equation nu
   output of the last decoder block, before the final norm) becomes h_L + alpha * d(x).
 * ``single_layer``: the same with one layer (w = 1).
 * ``head`` (Sec. 4.3): per specialist head (l, h), delta = head output before o_proj (audio -
-  silence) at the final position, both from unsteered passes (as the paper caches them), mapped through that head's slice of o_proj and added, times
-  alpha, to the residual right after layer l's attention sublayer.
+  silence) at the final position, both from unsteered passes (as the paper caches them), mapped through that
+  head's slice of o_proj and added, times alpha, to the residual right after layer l's attention sublayer.
 
 Layers are 1..L (output of decoder block l); heads are (layer, head) pairs.
 """
@@ -108,6 +108,7 @@ class _Base:
 
 @dataclass
 class NoIntervention(_Base):
+    """No intervention (the unsteered model)."""
     name: str = "none"
 
     def install(self, engine, prep, toks, positions, stack):
@@ -116,6 +117,7 @@ class NoIntervention(_Base):
 
 @dataclass
 class Enrich(_Base):
+    """AudioLens enrichment: add ``lam`` times layer l's residual to layer l+gap at the last position."""
     source_layer: int
     lam: float
     gap: int = 5
@@ -161,6 +163,7 @@ def _silence_pass(engine, toks, positions, layers=(), head_layers=()):
 
 @dataclass
 class LayerGuided(_Base):
+    """Layer-guided steering (Sec. 4.2): add alpha times the weighted audio-minus-silence direction."""
     weights: dict[int, float]
     alpha: float
     name: str = "layer_guided"
@@ -192,6 +195,7 @@ class LayerGuided(_Base):
 
 @dataclass
 class HeadSteer(_Base):
+    """Head steering (Sec. 4.3): add each specialist head's audio-minus-silence delta after its layer's attention."""
     heads: list[tuple[int, int]]
     alpha: float
     name: str = "head"

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from analysis.critical import (CriticalRow, contributions, correlation, critical_layer, parse_task, table_ii,
-                               table_iii)
+from analysis.critical import CriticalRow, contributions, correlation, critical_layer, parse_task, table_ii, table_iii
 
 
 def test_critical_layer_hand_computed():

@@ -3,7 +3,6 @@ figure layout (panel order, legends, twin axes, SEM bands, sizes) and the report
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -32,10 +31,9 @@ def _titles(fig):
 
 
 def test_embedded_model_name_everywhere_it_is_derived():
+    from analysis.results_io import EMBEDDED_MODEL, split_model_args
     from audio_tasks.model import REFERENCE_MODEL_DIR
     from audio_tasks.reference import REFERENCE_MODEL_NAME, model_name
-
-    from analysis.results_io import EMBEDDED_MODEL, split_model_args
 
     assert REFERENCE_MODEL_NAME == NAME == EMBEDDED_MODEL
     assert model_name(None) == model_name(str(REFERENCE_MODEL_DIR)) == NAME
@@ -46,8 +44,9 @@ def test_embedded_model_name_everywhere_it_is_derived():
 
 
 def test_lm_eval_tracker_names_the_embedded_model():
-    import audio_tasks._startup as st
     from lm_eval.loggers import evaluation_tracker as et
+
+    import audio_tasks._startup as st
 
     st.patch_tracker(et)  # what the start-up hook does on import (idempotent)
     t = et.GeneralConfigTracker()

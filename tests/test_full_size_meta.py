@@ -82,7 +82,8 @@ def test_spec_matches_full_size_model_on_meta_device(name):
     assert spec.hidden_size(model) == e["hidden"]
     assert spec.audio_token_id(model) == e["audio_id"]
     emb, unemb = spec.embed_module(model), spec.unembed_module(model)
-    assert tuple(emb.weight.shape) == (e["vocab"], e["hidden"]) and tuple(unemb.weight.shape) == (e["vocab"], e["hidden"])
+    assert tuple(emb.weight.shape) == (e["vocab"], e["hidden"])
+    assert tuple(unemb.weight.shape) == (e["vocab"], e["hidden"])
     assert emb.weight.is_meta
     norm = spec.norm_module(model)
     assert tuple(norm.weight.shape) == (e["hidden"],)

@@ -372,7 +372,8 @@ def test_truncated_samples_file_is_refused_naming_it(tmp_path):
     rows = [{"doc_id": i, "doc": {"doc_id": f"c{i}"}, "filter": "none", "metrics": ["acc"], "acc": float(i % 3 == 0)}
             for i in range(12)]
     acc = float(np.mean([r["acc"] for r in rows]))
-    res = {"results": {"t": {"acc,none": acc}}, "configs": {"t": {}}, "n-samples": {"t": {"original": 12, "effective": 12}},
+    res = {"results": {"t": {"acc,none": acc}}, "configs": {"t": {}},
+           "n-samples": {"t": {"original": 12, "effective": 12}},
            "config": {"model_args": "pretrained=x"}}
     (d / "results_2026-01-01T00-00-00.json").write_text(json.dumps(res))
     sf = d / "samples_t_2026-01-01T00-00-00.jsonl"

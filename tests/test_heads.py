@@ -22,7 +22,8 @@ def _items(lm, n=3):
     rng = np.random.default_rng(5)
     waves = [(0.1 * rng.standard_normal(int(16000 * (0.5 + 0.4 * i)))).astype(np.float32) for i in range(n)]
     conts = [eng.encode_text(" male"), eng.encode_text(" female")]
-    return waves, [MCItem(eng.tokenize(prompt, [w]), conts, {"gold": i % 2, "prompt": prompt}) for i, w in enumerate(waves)]
+    return waves, [MCItem(eng.tokenize(prompt, [w]), conts, {"gold": i % 2, "prompt": prompt})
+                   for i, w in enumerate(waves)]
 
 
 def test_attention_mass_matches_full_model_attentions(tiny_lm):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -28,10 +27,12 @@ def _full_forward(lm, prompt, wave, hook_layer=None, hook=None, o_proj_hook=None
     layers = lm.model.model.language_model.layers
     handles, cap = [], {}
     for l, layer in enumerate(layers, 1):
-        handles.append(layer.register_forward_hook(lambda m, i, o, l=l: cap.__setitem__(l, (o[0] if isinstance(o, tuple) else o).detach().clone())))
+        handles.append(layer.register_forward_hook(
+            lambda m, i, o, l=l: cap.__setitem__(l, (o[0] if isinstance(o, tuple) else o).detach().clone())))
     heads_in = {}
     for l, layer in enumerate(layers, 1):
-        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(lambda m, a, l=l: heads_in.__setitem__(l, a[0][0, -1].detach().clone())))
+        handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda m, a, l=l: heads_in.__setitem__(l, a[0][0, -1].detach().clone())))
     if hook is not None:
         handles.append(layers[hook_layer - 1].register_forward_hook(hook))
     if o_proj_hook is not None:
@@ -188,7 +189,8 @@ def test_head_steering_matches_hand_reference(tiny_lm, score):
     assert torch.allclose(torch.tensor(got.first), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("iv", [Enrich(1, 0.5, 2), LayerGuided({2: 0.5, 3: 0.5}, 1.0), HeadSteer([(2, 1), (3, 2)], 1.0)],
+@pytest.mark.parametrize("iv", [Enrich(1, 0.5, 2), LayerGuided({2: 0.5, 3: 0.5}, 1.0),
+                                HeadSteer([(2, 1), (3, 2)], 1.0)],
                          ids=["enrich", "layer_guided", "head"])
 def test_steered_batched_equals_unbatched(tiny_lm, iv, score):
     waves = make_waves(3, seed=11)
@@ -225,7 +227,8 @@ def test_mismatched_calibration_artifact(tiny_qwen2_audio_dir, tmp_path):
                   {"x": torch.zeros(1)})
     with pytest.raises(ValueError, match="32 layers; this model has 4"):
         AudioLALM(pretrained=str(tiny_qwen2_audio_dir), steer="layer_guided", calibration=str(tmp_path / "cal"))
-    save_artifact(tmp_path / "cal2", {"model_id": "other/model"}, {"num_layers": 4, "num_heads": 4}, {"x": torch.zeros(1)})
+    save_artifact(tmp_path / "cal2", {"model_id": "other/model"}, {"num_layers": 4, "num_heads": 4},
+                  {"x": torch.zeros(1)})
     with pytest.raises(ValueError, match="was made for model 'other/model'"):
         AudioLALM(pretrained=str(tiny_qwen2_audio_dir), steer="layer_guided", calibration=str(tmp_path / "cal2"))
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -37,7 +36,8 @@ def test_lm_eval_cli_runs_sakura_group_on_real_clips(tiny_qwen2_audio_dir, sakur
     assert len(s) == 6
     args = s[0]["arguments"]
     # the exact rendered prompt is visible in the log
-    rendered = args["gen_args_0"]["arg_2"]["rendered_prompt"] if isinstance(args, dict) else args[0][2]["rendered_prompt"]
+    rendered = (args["gen_args_0"]["arg_2"]["rendered_prompt"] if isinstance(args, dict)
+                else args[0][2]["rendered_prompt"])
     assert rendered.endswith("<|im_start|>assistant\nThe speaker's gender is")
 
 

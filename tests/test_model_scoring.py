@@ -138,10 +138,16 @@ def test_stereo_and_resampling(tiny_lm, tmp_path):
     sf.write(tmp_path / "st.wav", stereo, 16000)
     w8 = w[::2].copy()
     sf.write(tmp_path / "m8k.wav", w8, 8000)
-    r1 = tiny_lm.loglikelihood([Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [str(tmp_path / "st.wav")]}), 0, ("t", 0, 1))])
-    r2 = tiny_lm.loglikelihood([Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [{"array": w, "sampling_rate": 16000}]}), 0, ("t", 1, 1))])
+    r1 = tiny_lm.loglikelihood([Instance("loglikelihood", dict(DOC),
+                                         ("c", " male", {"audio": [str(tmp_path / "st.wav")]}),
+                                         0, ("t", 0, 1))])
+    r2 = tiny_lm.loglikelihood([Instance("loglikelihood", dict(DOC),
+                                         ("c", " male", {"audio": [{"array": w, "sampling_rate": 16000}]}),
+                                         0, ("t", 1, 1))])
     assert abs(float(r1[0][0]) - float(r2[0][0])) < 1e-3  # PCM_16 quantisation only
-    r3 = tiny_lm.loglikelihood([Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [str(tmp_path / "m8k.wav")]}), 0, ("t", 2, 1))])
+    r3 = tiny_lm.loglikelihood([Instance("loglikelihood", dict(DOC),
+                                         ("c", " male", {"audio": [str(tmp_path / "m8k.wav")]}),
+                                         0, ("t", 2, 1))])
     assert math.isfinite(float(r3[0][0]))
 
 
@@ -160,7 +166,9 @@ def test_use_cache_guard_refuses_mixed_model_args(tiny_qwen2_audio_dir, tmp_path
 
 def test_generate_until_greedy_matches_hf_generate(tiny_lm):
     w = make_waves(1)[0]
-    req = Instance("generate_until", dict(DOC), ("ctx", {"until": ["\n\n"], "max_gen_toks": 6}, {"audio": [{"array": w, "sampling_rate": 16000}]}), 0, ("t", 0, 1))
+    req = Instance("generate_until", dict(DOC),
+                   ("ctx", {"until": ["\n\n"], "max_gen_toks": 6}, {"audio": [{"array": w, "sampling_rate": 16000}]}),
+                   0, ("t", 0, 1))
     out = tiny_lm.generate_until([req])[0]
     prompt = req.args[2]["rendered_prompt"]
     inp = tiny_lm.processor(text=[prompt], audio=[w], sampling_rate=16000, return_tensors="pt")
@@ -185,7 +193,8 @@ def test_long_clip_is_truncated_with_a_single_warning(caplog):
     with caplog.at_level("WARNING"):
         a = lm.loglikelihood(reqs)
     assert sum("longer than the encoder window" in r.message for r in caplog.records) == 1
-    cut = [Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [{"array": long[:32000], "sampling_rate": 16000}]}),
+    cut = [Instance("loglikelihood", dict(DOC),
+                    ("c", " male", {"audio": [{"array": long[:32000], "sampling_rate": 16000}]}),
                     0, ("t", 9, 1))]
     assert abs(float(lm.loglikelihood(cut)[0][0]) - float(a[0][0])) < 1e-5
 

@@ -163,7 +163,8 @@ def test_first_hour_runs_as_written(tmp_path, sakura_sample_root, monkeypatch):
     # analysis summaries, critical rows and the leaderboard name the model
     for f in ("out/lens/lens_summary.json", "out/trace/trace_summary.json", "out/heads/heads_summary.json"):
         assert json.loads((clone / f).read_text())["meta"]["model"] == NAME, f
-    assert all(r["model"] == NAME for r in json.loads((clone / "out/critical/critical_tables.json").read_text())["rows"])
+    critical_rows = json.loads((clone / "out/critical/critical_tables.json").read_text())["rows"]
+    assert all(r["model"] == NAME for r in critical_rows)
     lb = (clone / "lb" / "leaderboard.md").read_text()
     assert f"| {NAME} |" in lb
     assert (clone / "gate.xml").is_file()

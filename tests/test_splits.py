@@ -44,7 +44,8 @@ def test_disjoint_complete_stratified(track):
 def test_exact_counts_small():
     labels = ["a"] * 10 + ["b"] * 5 + ["c"] * 3
     calib, _ = stratified_split(labels, seed=3, fraction=0.5)
-    # round(0.5 * 18) = 9 slots: a 5, b 2.5, c 1.5 -> floors 5+2+1 = 8, one extra to the largest remainder (tie b/c -> b)
+    # round(0.5 * 18) = 9 slots: a 5, b 2.5, c 1.5 -> floors 5+2+1 = 8, one extra to the largest remainder
+    # (tie b/c -> b)
     assert Counter(labels[i] for i in calib) == {"a": 5, "b": 3, "c": 1}
     assert stratified_split(labels, 0, 0.0) == ([], list(range(18)))
     assert stratified_split(labels, 0, 1.0) == (list(range(18)), [])

@@ -14,7 +14,6 @@ from scipy.stats import binomtest
 from analysis import stats
 from analysis.atomic import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
-
 # ---------------------------------------------------------------------------------------------------------
 # stats
 # ---------------------------------------------------------------------------------------------------------

@@ -117,7 +117,8 @@ def test_patched_runs_match_full_model_reference(traced):
 def test_batched_equals_one_at_a_time(traced):
     lm, _, _, run = traced
     L = run.num_layers
-    variants = [{l: [i]} for i in tracing.token_positions(run)[-2:] for l in range(1, L + 1)] + tracing.layer_variants(run)
+    variants = ([{l: [i]} for i in tracing.token_positions(run)[-2:] for l in range(1, L + 1)]
+                + tracing.layer_variants(run))
     batched = tracing.patched_probs(lm.engine, run, variants, rows=5)
     single = np.array([tracing.patched_probs(lm.engine, run, [v], rows=1, prefix_cache=False)[0] for v in variants])
     np.testing.assert_allclose(batched, single, atol=1e-6, rtol=0)

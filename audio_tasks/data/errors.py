@@ -18,7 +18,9 @@ class DataUnavailable(SystemExit):
 
 
 def hub_unavailable(name: str, ways: list[str], err: BaseException) -> DataUnavailable:
+    """Build the error for a dataset that is neither local nor on the hub, listing ways to provide it."""
     listed = "\n".join(f"  {i}. {w}" for i, w in enumerate(ways, 1))
     return DataUnavailable(f"dataset {name!r} is not available here: no local copy was given and the Hugging Face "
-                           f"hub could not provide it ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}).\n"
+                           f"hub could not provide it ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else ''}).\n"
                            f"Provide it in one of these ways:\n{listed}")

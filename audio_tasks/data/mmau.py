@@ -138,7 +138,8 @@ def _open_hf(path_or_name: str):
             from audio_tasks.data.errors import hub_unavailable
 
             raise hub_unavailable(str(path_or_name), [
-                "--metadata '{\"mmau_json\": \"/path/mmau-test-mini.json\", \"mmau_audio_dir\": \"/path/test-mini-audios\"}' "
+                "--metadata '{\"mmau_json\": \"/path/mmau-test-mini.json\", "
+                "\"mmau_audio_dir\": \"/path/test-mini-audios\"}' "
                 "(the official JSON + its audio folder)",
                 "--metadata '{\"mmau_hf_path\": \"/path/to/saved/copy\"}' (a local Hugging Face copy, save_to_disk "
                 "folder or anything load_dataset reads)",

@@ -23,10 +23,12 @@ _AUTO_CALIBRATION = {"pending": False}
 
 
 def set_auto_calibration(pending: bool) -> None:
+    """Record whether automatic calibration is pending."""
     _AUTO_CALIBRATION["pending"] = bool(pending)
 
 
 def auto_calibration_pending() -> bool:
+    """Whether automatic calibration is pending."""
     return _AUTO_CALIBRATION["pending"]
 
 

@@ -36,9 +36,9 @@ from pathlib import Path
 import datasets
 
 from audio_tasks.data.audio_cache import cache_audio
-from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
 from audio_tasks.data.sakura_tracks import TRACKS, Track
 from audio_tasks.data.sakura_tracks import p3_user_prompt as _p3
+from audio_tasks.data.splits import balanced_order, select_split, split_membership, split_options
 
 PROMPTS = ("p1", "p2", "p3", "single", "multi")
 LETTERED_PROMPT_PREFIX = "The answer is ("
@@ -48,6 +48,7 @@ LETTERED_COLUMNS = {"single": ("single_instruction", "single_answer"),
 
 
 def get_track(track: str) -> Track:
+    """Return the SAKURA track named ``track`` (case-insensitive); ValueError if unknown."""
     key = str(track).strip().lower()
     if key not in TRACKS:
         raise ValueError(f"unknown SAKURA track {track!r}; expected one of {list(TRACKS)}")
@@ -55,6 +56,7 @@ def get_track(track: str) -> Track:
 
 
 def p3_user_prompt(track: str) -> str:
+    """Return the P3 user prompt of ``track``."""
     return _p3(get_track(track))
 
 
@@ -200,7 +202,8 @@ def read_hub(track: str, prompt: str = "p3", hf_name: str | None = None) -> list
             f"--metadata '{{\"data_root\": \"/path/to/sakura\"}}' (a local checkout: data/{folder}/metadata.csv "
             f"+ data/{folder}/audio/*.wav)",
             "the environment variable SAKURA_DATA_ROOT=/path/to/sakura (same layout)",
-            f"access to the Hugging Face hub (dataset {name}; log in or set HF_HOME to a cache holding it)"], e) from None
+            f"access to the Hugging Face hub (dataset {name}; log in or set HF_HOME to a cache holding it)"],
+            e) from None
     missing = [c for c in ("audio",) + _required_columns(prompt) if c not in ds.column_names]
     if missing:
         raise ValueError(f"{name}: missing columns {missing} (found {ds.column_names})")
@@ -208,12 +211,14 @@ def read_hub(track: str, prompt: str = "p3", hf_name: str | None = None) -> list
 
 
 def rows_from_hf(ds: datasets.Dataset, track: str, name: str) -> list[dict]:
+    """Convert a Hugging Face SAKURA split to row dicts with an id, the audio and a location for errors."""
     out = []
     for n, row in enumerate(ds):
         audio = row["audio"] or {}
         file = row.get("file") or (Path(audio.get("path") or "").name if isinstance(audio, dict) else "")
         file = file or f"{get_track(track).folder.lower()}_{n:05d}.wav"
-        out.append({**row, "_id": file, "_audio": audio, "_where": f"{name}, row {n} (file {file!r})"})
+        where = f"{name}, row {n} (file {file!r})"
+        out.append({**row, "_id": file, "_audio": audio, "_where": where})  # pyright: ignore[reportGeneralTypeIssues]
     return out
 
 

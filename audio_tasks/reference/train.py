@@ -40,6 +40,7 @@ DEFAULT_TRAIN_FRACTION = {"gender": 1.0, "language": 1.0, "emotion": 0.35, "anim
 
 def build_model(out: Path, *, layers: int, hidden: int, heads: int, kv_heads: int, audio_dim: int,
                 audio_layers: int, seed: int, window_s: int = 2):
+    """Build the untrained reference Qwen2-Audio model (tokenizer saved under ``out``); return (model, processor)."""
     from audio_tasks.tiny import build_tokenizer, make_qwen2_audio
 
     out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,7 @@ def _forward(model, spec, batch, pad_id: int):
 
 @torch.no_grad()
 def evaluate(model, spec, proc, engine, examples, pad_id: int, bs: int = 64) -> dict[str, float]:
+    """Return the first-token accuracy of ``model`` on ``examples``, per track."""
     model.eval()
     firsts = {t: _first_token_ids(proc, engine, t) for t in TRACK_NAMES}
     hits: dict[str, list[float]] = {t: [] for t in TRACK_NAMES}
@@ -148,7 +150,8 @@ def evaluate(model, spec, proc, engine, examples, pad_id: int, bs: int = 64) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Command line: train the reference model; return the exit code."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=13.0, help="wall-clock cap of the training loop")
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             sched.step()
             step += 1
             losses.append(float(loss.detach()))
-        acc = evaluate(model, spec, proc, engine, evalset, pad_id) if a.eval_every and (epoch + 1) % a.eval_every == 0 else None
+        due = a.eval_every and (epoch + 1) % a.eval_every == 0
+        acc = evaluate(model, spec, proc, engine, evalset, pad_id) if due else None
         history.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), "eval": acc,
                         "elapsed_s": round(time.time() - t0, 1)})
         print(f"[train] {history[-1]}", flush=True)
