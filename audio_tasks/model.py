@@ -108,7 +108,8 @@ class AudioLALM(LM):
         elif str(device).startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes device=cuda by default; like its `hf` model, fall back to the CPU.
             # INFO: the user did not necessarily ask for a device (lm-eval's default); see _device_asked.
-            (log.warning if device_asked else log.info)("audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
+            (log.warning if device_asked else log.info)(
+                "audio_lalm: device=%s requested but CUDA is not available; using cpu", device)
             device = "cpu"
         self._device = str(device)
         from interventions.config import _int
@@ -130,7 +131,6 @@ class AudioLALM(LM):
         if self.share_prefix not in ("auto", "true", "false"):
             raise ValueError(f"share_prefix={kwargs['share_prefix']!r}; valid: auto, true, false")
         from audio_tasks.labels import COLLISION_POLICIES, FIRST_TOKEN_MODES
-
         from audio_tasks.pipeline import parse_workers
 
         self.prep_workers = parse_workers(kwargs.get("prep_workers"))  # background preparation threads
@@ -227,7 +227,7 @@ class AudioLALM(LM):
         if not sub:
             return
         task = sub[0].meta["task"]
-        rec = self._records.get(task) or self._records.get("*")
+        rec = self._records.get(task) or self._records.get("*") or {}
         settings = json.dumps({k: v for k, v in (rec or {}).items() if k in (
             "kind", "strength", "layers", "weights", "heads", "source_layer", "gap", "control", "seed", "artifact")}
                               or {"steer": self.steer_cfg.steer}, default=str)

@@ -372,11 +372,13 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
     c_stream = time.process_time() - c0
     lm._score_batches = orig  # type: ignore[method-assign]
     row = {"docs": n_docs, "requests": len(reqs), "batch_size": args.batch, "workers": workers,
-           "prep_s": t_prep, "score_s": t_score, "prep_cpu_s": c_prep, "score_cpu_s": c_score, "stream_loglikelihood_s": t_stream, "stream_cpu_s": c_stream,
+           "prep_s": t_prep, "score_s": t_score, "prep_cpu_s": c_prep, "score_cpu_s": c_score,
+           "stream_loglikelihood_s": t_stream, "stream_cpu_s": c_stream,
            "stream_over_max": t_stream / max(t_prep, t_score), "serial_sum_s": t_prep + t_score,
            "first_window_scored_s": first[0] if first else None, "bench_process_peak_rss_mb": _rss_mb()}
     print(f"sakura in-process: prep {t_prep:.1f} s, score {t_score:.1f} s, streaming {t_stream:.1f} s "
-          f"({t_stream / max(t_prep, t_score):.2f} x max), first window scored after {row['first_window_scored_s']:.2f} s",
+          f"({t_stream / max(t_prep, t_score):.2f} x max), "
+          f"first window scored after {row['first_window_scored_s']:.2f} s",
           flush=True)
     if not args.no_cli:
         out_dir = Path(tempfile.mkdtemp(prefix="pipe_lmeval_"))
@@ -422,7 +424,8 @@ def to_md(res: dict[str, Any]) -> str:
               "| workers | docs/s | ms/doc (wall) | CPU ms/doc (all threads) |", "|---|---|---|---|"]
         L += [f"| {w} | {r['docs_per_s']:.1f} | {r['ms_per_doc']:.2f} | {r.get('cpu_ms_per_doc', float('nan')):.2f} |"
               for w, r in p["workers"].items()]
-        L += ["", "Stages (in-line, ms/doc): " + ", ".join(f"{k} {v:.2f}" for k, v in p["stage_ms_per_doc"].items()), ""]
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in p["stage_ms_per_doc"].items())
+        L += ["", "Stages (in-line, ms/doc): " + stages, ""]
     if "perchoice" in res:
         L += ["## Ours vs per-choice batched at 32 (small config)", "",
               "| task | choices | ours ms/doc | per-choice b32 ms/doc | speedup | max abs loglik diff |",
@@ -434,7 +437,8 @@ def to_md(res: dict[str, Any]) -> str:
         g = res["generate"]
         L += ["## generate_until: batch 16 vs the batch-1 loop (small config)", "",
               f"{g['docs']} prompts x {g['max_new_tokens']} new tokens: batch-1 loop {g['batch1_loop_docs_per_s']:.2f} "
-              f"docs/s, batch 16 {g['batch16_docs_per_s']:.2f} docs/s: **{g['speedup']:.2f}x**; same text: {g['same_text']}",
+              f"docs/s, batch 16 {g['batch16_docs_per_s']:.2f} docs/s: **{g['speedup']:.2f}x**; "
+              f"same text: {g['same_text']}",
               ""]
     if "sakura" in res:
         s = res["sakura"]
@@ -445,7 +449,7 @@ def to_md(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--prep-docs", type=int, default=64)
@@ -481,7 +485,8 @@ def main(argv: list[str] | None = None) -> None:
                    f"transformers {transformers.__version__}; no GPU", "device": "cpu"}
     t = time.perf_counter()
     for s in sections:
-        {"prep": bench_prep, "perchoice": bench_perchoice, "generate": bench_generate, "sakura": bench_sakura}[s](a, res)
+        runs = {"prep": bench_prep, "perchoice": bench_perchoice, "generate": bench_generate, "sakura": bench_sakura}
+        runs[s](a, res)
         _atomic_write(out / "pipeline.json", json.dumps(res, indent=1))
     res["wall_s"] = time.perf_counter() - t
     res["bench_process_peak_rss_mb"] = _rss_mb()

@@ -55,13 +55,16 @@ class IncrementalDetokenizer:
 
 @dataclass
 class Generation:
+    """One prompt's greedy continuation: token ids and text (cut before the first stop string)."""
+
     ids: list[int] = field(default_factory=list)  # generated tokens (EOS excluded)
     text: str = ""  # decoded text, cut before the first stop string
     stop: str | None = None  # "eos", "until" or "length"
 
 
 @torch.no_grad()
-def greedy_generate(engine: Engine, toks: Sequence[Tokenized], *, max_new_tokens: Sequence[int] | int,
+def greedy_generate(  # noqa: C901 - one decoding loop; its branches are the stop rules
+engine: Engine, toks: Sequence[Tokenized], *, max_new_tokens: Sequence[int] | int,
                     until: Sequence[Sequence[str]] | None = None, eos_token_ids: Sequence[int] | None = None,
                     intervention: Any = None) -> list[Generation]:
     """Greedy continuation of every prompt in ``toks`` (one batch).

@@ -224,7 +224,8 @@ def test_tiny_cli_and_fresh_process_loading(tiny_dirs, tmp_path):
     p = subprocess.run([sys.executable, "-m", "audio_tasks.tiny", "--arch", "granite_speech", "--out", str(out),
                         "--layers", "1"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"arch": "granite_speech", "vocab": "tiny", "path": str(out)}
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"arch": "granite_speech", "vocab": "tiny",
+                                                              "path": str(out)}
     code = ("import json, sys; from audio_tasks.model import load_model\n"
             "r = [load_model(d) for d in sys.argv[1:]]\n"
             "print(json.dumps([[s.name, type(p).__name__, type(getattr(p, 'audio_processor', None) or "
