@@ -176,7 +176,10 @@ class Preparer:
         """This thread's copy of the processor (with the trimmed Whisper feature extractor)."""
         p = getattr(self._local, "processor", None)
         if p is None:
-            p = self._local.processor = _fast_processor(self.engine.processor)
+            # Specs that encode each clip on its own (features padded in a batch would change the encoder's
+            # output there) keep the stock processor, called one doc at a time (Engine.tokenize's behaviour).
+            p = self._local.processor = (copy.deepcopy(self.engine.processor) if self.engine.spec.encode_per_clip
+                                         else _fast_processor(self.engine.processor))
         return p
 
     @property
@@ -302,8 +305,11 @@ class Preparer:
                         self.stats["fast_docs"] += 1
                         continue
             slow.append(i)
-        if slow:
-            self.stats["processor_docs"] += len(slow)
+        # One batched processor call for the docs that need it, unless the spec encodes each clip on its own or
+        # the features are not one row per clip (e.g. Voxtral's 30-s windows): then one call per doc, exactly as
+        # Engine.tokenize makes it.
+        per_doc = bool(eng.spec.encode_per_clip)
+        if slow and not per_doc:
             kwargs: dict[str, Any] = {"text": [prompts[i] for i in slow], "return_tensors": "pt",
                                       "padding": True}
             flat = [np.asarray(c, dtype=np.float32) for i in slow for c in clips[i]]
@@ -312,23 +318,41 @@ class Preparer:
                 kwargs["sampling_rate"] = eng.sampling_rate
             res = self.processor(**kwargs)
             feats_all = {k: res[k] for k in eng.spec.processor_feature_keys if k in res}
-            off = 0
-            for r, i in enumerate(slow):
-                ids = res["input_ids"][r][res["attention_mask"][r].bool()].clone()
-                n = len(clips[i])
-                feats = {k: v[off: off + n].clone() for k, v in feats_all.items()} if n else {}
-                off += n
-                tok = Tokenized(ids, list(clips[i]), feats, prompts[i])
-                if n:
-                    if int((ids == eng.audio_token_id).sum()) == 0:
-                        raise ValueError("the rendered prompt has no audio placeholder but audio was given")
-                    counts = eng._clip_token_counts(tok)
-                    eng._expansion.update(zip([clip_key(c) for c in clips[i]], counts))
-                    if eng._fast_tokenize is None:
-                        fast = self._expand(prompts[i], counts)
-                        eng._fast_tokenize = fast is not None and torch.equal(fast, ids)
-                out[i] = tok
+            if any(v.shape[0] != len(flat) for v in feats_all.values()):
+                per_doc = True
+            else:
+                self.stats["processor_docs"] += len(slow)
+                off = 0
+                for r, i in enumerate(slow):
+                    ids = res["input_ids"][r][res["attention_mask"][r].bool()].clone()
+                    n = len(clips[i])
+                    feats = {k: v[off: off + n].clone() for k, v in feats_all.items()} if n else {}
+                    off += n
+                    out[i] = self._finish(Tokenized(ids, list(clips[i]), feats, prompts[i]))
+        if slow and per_doc:
+            for i in slow:
+                self.stats["processor_docs"] += 1
+                kw: dict[str, Any] = {"text": [prompts[i]], "return_tensors": "pt"}
+                if clips[i]:
+                    kw["audio"] = [np.asarray(c, dtype=np.float32) for c in clips[i]]
+                    kw["sampling_rate"] = eng.sampling_rate
+                res = self.processor(**kw)
+                feats = {k: res[k] for k in eng.spec.processor_feature_keys if k in res}
+                out[i] = self._finish(Tokenized(res["input_ids"][0], list(clips[i]), feats, prompts[i]))
         return out  # type: ignore[return-value]
+
+    def _finish(self, tok: Tokenized) -> Tokenized:
+        """Record the clips' placeholder counts (for later placeholder expansion) of a processor-made prompt."""
+        eng = self.engine
+        if tok.clips:
+            if int((tok.input_ids == eng.audio_token_id).sum()) == 0:
+                raise ValueError("the rendered prompt has no audio placeholder but audio was given")
+            counts = eng._clip_token_counts(tok)
+            eng._expansion.update(zip([clip_key(c) for c in tok.clips], counts))
+            if eng._fast_tokenize is None:
+                fast = self._expand(tok.prompt, counts)
+                eng._fast_tokenize = fast is not None and torch.equal(fast, tok.input_ids)
+        return tok
 
     # ---- docs -> items -------------------------------------------------------------------
     def items(self, groups: Sequence[dict[str, Any]]) -> list[Any]:

@@ -71,8 +71,10 @@ class ArchSpec:
     # processor classes that a checkpoint's processor_config.json may name.  Data only: the loader imports
     # them, this module never does.  (The tiny fixture processors are found by the loader itself.)
     processor_imports: tuple[str, ...] = ()
-    # Encode each clip on its own (the processor pads a call's clips to a common length that the encoder
-    # does not mask, or feature shapes differ between clips).
+    # Process each doc with its own processor call (the processor pads a call's clips to a common length that
+    # the encoder does not mask, feature shapes differ between clips, or it routes text padding to the
+    # feature extractor): the input pipeline then never batches processor calls.  (The engine encodes every
+    # clip on its own anyway, so a clip's embedding never depends on its batch.)
     encode_per_clip: bool = False
     # The checkpoint's own code defines the model (loading needs trust_remote_code=True, which stays off
     # by default).

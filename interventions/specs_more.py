@@ -33,6 +33,8 @@ AUDIO_FLAMINGO3 = register_spec(
         # The processor cuts clips into 30-s windows (one feature row each); the engine gives each clip one
         # row, so clips are cut at 30 s.
         extra={"audio_window_s": 30.0},
+        # Its processor routes a text ``padding=`` to the feature extractor too: prepare one doc per call.
+        encode_per_clip=True,
     )
 )
 

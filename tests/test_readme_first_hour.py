@@ -92,9 +92,9 @@ def test_first_hour_commands_parse():
         assert need in analysis_cmds, f"README first hour lacks `python -m analysis {need}`"
     # install and test exactly as CI does
     ci = (REPO / ".ci" / "run").read_text()
-    assert 'pip install -q torch==2.13.0 -e ".[test]"' in ci and "python3 -m pytest -q\n" in ci
+    assert 'pip install -q torch==2.13.0 -e ".[test]"' in ci and "python3 -m pytest -q -n 2\n" in ci
     assert cmds[0] == ["pip", "install", "torch==2.13.0", "-e", ".[test]"]
-    assert cmds[1] == ["python", "-m", "pytest", "-q"]
+    assert cmds[1] == ["python", "-m", "pytest", "-q", "-n", "2"]
     from lm_eval._cli import HarnessCLI
 
     for w in cmds[2:]:
