@@ -55,24 +55,18 @@ import importlib
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from analysis.atomic import append_jsonl, atomic_write_json, atomic_write_text, json_safe, read_jsonl, sweep_stale_temps
 
-__all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore", "FAIL_AFTER_ENV", "SimulatedInterruption"]
+__all__ = ["main", "build_parser", "load_lm", "load_items", "RecordStore"]
 
-FAIL_AFTER_ENV = "AUDIO_LALM_ANALYSIS_FAIL_AFTER"
 LAZY = {"leaderboard": ("analysis.leaderboard", "add_arguments", "main"),
         "regress": ("analysis.regress", "add_arguments", "main"),
         "compare": ("analysis.regress", "add_compare_arguments", "compare_main"),
         "mmau": ("analysis.mmau_breakdown", "add_arguments", "main")}
-
-
-class SimulatedInterruption(RuntimeError):
-    """Raised after ``$AUDIO_LALM_ANALYSIS_FAIL_AFTER`` records were appended (tests of resuming)."""
 
 
 # ---- small helpers ----------------------------------------------------------------------------------------
@@ -136,8 +130,6 @@ def write_json(path: Path, obj: Any) -> Path:
 class RecordStore:
     """Append-only JSONL of per-item records keyed by ``record['key']``; the last record of a key wins."""
 
-    _appended = 0  # records appended in this process (for the simulated interruption)
-
     def __init__(self, path: Path):
         self.path = Path(path)
         sweep_stale_temps(self.path.parent)  # left by a kill during an atomic write; resuming cleans up
@@ -153,10 +145,6 @@ class RecordStore:
         rec = _json_safe(rec)
         append_jsonl(self.path, rec)
         self.records[str(rec["key"])] = rec
-        RecordStore._appended += 1
-        lim = os.environ.get(FAIL_AFTER_ENV)
-        if lim and RecordStore._appended >= int(lim):
-            raise SimulatedInterruption(f"{FAIL_AFTER_ENV}={lim}: stopping after {RecordStore._appended} records")
 
     def ordered(self, keys: Iterable[str]) -> list[dict[str, Any]]:
         return [self.records[k] for k in keys if k in self.records]
@@ -710,7 +698,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m analysis``; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    RecordStore._appended = 0
     if argv and argv[0] in LAZY:
         return _lazy(argv[0], argv[1:])
     if argv and argv[0] == "demo":

@@ -42,11 +42,25 @@ def _files(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
+class SimulatedInterruption(RuntimeError):
+    """Raised by the fault-injecting ``RecordStore.add`` below (a kill after N records)."""
+
+
 def _interrupted(monkeypatch, argv, after: int):
-    monkeypatch.setenv(runner.FAIL_AFTER_ENV, str(after))
-    with pytest.raises(runner.SimulatedInterruption):
-        runner.main(argv)
-    monkeypatch.delenv(runner.FAIL_AFTER_ENV)
+    """Run ``argv`` and stop it (as a kill would) right after ``after`` records were appended."""
+    real_add = runner.RecordStore.add
+    count = [0]
+
+    def add(self, rec):
+        real_add(self, rec)
+        count[0] += 1
+        if count[0] >= after:
+            raise SimulatedInterruption(f"stopped after {count[0]} records")
+
+    with monkeypatch.context() as m:
+        m.setattr(runner.RecordStore, "add", add)
+        with pytest.raises(SimulatedInterruption):
+            runner.main(argv)
 
 
 @pytest.fixture(scope="module")
