@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from interventions.engine import Tokenized, clip_key
+from audio_tasks.requests import audio_identity, finish_doc, group_requests
+from interventions.engine import Tokenized, clip_key, expand_placeholders
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
@@ -134,26 +135,6 @@ class _LRU:
 
     def __len__(self) -> int:
         return len(self._d)
-
-
-def group_requests(requests: Sequence[Any]) -> list[dict[str, Any]]:
-    """Requests -> docs (one per task, doc, context and audio), in order of first appearance.  Cheap:
-    no audio is decoded (files are identified by name, in-memory arrays by content)."""
-    from audio_tasks.model import _audio_identity
-
-    groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
-    for idx, req in enumerate(requests):
-        args = req.args
-        context, continuation = args[0], args[1]
-        aux = args[2] if len(args) > 2 else None
-        key = (req.task_name, req.doc_id, context, _audio_identity(aux))
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req,
-                               "requests": requests}
-        g["reqs"].append(idx)
-        g["conts"].append(continuation)
-    return list(groups.values())
 
 
 class Preparer:
@@ -276,18 +257,8 @@ class Preparer:
         return ids
 
     def _expand(self, prompt: str, counts: Sequence[int]) -> torch.Tensor | None:
-        aid = self.engine.audio_token_id
-        out: list[int] = []
-        j = 0
-        for t in self._text_ids(prompt):
-            if t == aid:
-                if j >= len(counts):
-                    return None
-                out.extend([aid] * int(counts[j]))
-                j += 1
-            else:
-                out.append(t)
-        return torch.tensor(out, dtype=torch.long) if j == len(counts) else None
+        """``Engine._expand`` on this preparer's cached tokenizer ids of ``prompt``."""
+        return expand_placeholders(self._text_ids(prompt), self.engine.audio_token_id, counts)
 
     def tokenize_many(self, prompts: Sequence[str], clips: Sequence[Sequence[np.ndarray]]) -> list[Tokenized]:
         """``Engine.tokenize`` for many prompts: known clips by placeholder expansion of the cached
@@ -357,7 +328,6 @@ class Preparer:
     # ---- docs -> items -------------------------------------------------------------------
     def items(self, groups: Sequence[dict[str, Any]]) -> list[Any]:
         """Scoring items for a chunk of docs (``group_requests`` output), in order."""
-        from audio_tasks.labels import audiolens_first_id, check_first_tokens, refuses
         from interventions.scoring import MCItem
 
         lm = self.lm
@@ -367,18 +337,10 @@ class Preparer:
             where = f"task {req.task_name}, doc {req.doc_id}"
             cl = self.clips(g["aux"], where)
             prompt = self.render(g["context"], req.doc, len(cl))
-            if g["aux"] is not None:
-                g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
-            if prompt != g["context"]:  # --log_samples' context (arg_0) = the text the model saw
-                for r in g["reqs"]:
-                    g["requests"][r].arguments = (prompt, *g["requests"][r].args[1:])
             cont_ids = [self.split_continuation(prompt, c) for c in g["conts"]]
-            first_ids = None
-            if lm.first_token == "audiolens":  # AudioLens release code: label alone, no leading space
-                first_ids = [audiolens_first_id(self._encode, c) for c in g["conts"]]
-            if refuses(lm.first_token_collisions, req.task_name, lm._building_for_analysis):
-                check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], self.tokenizer, where)
-            firsts.append(first_ids)
+            firsts.append(finish_doc(g, prompt, cont_ids, encode_text=self._encode, tokenizer=self.tokenizer,
+                                     first_token=lm.first_token, collisions=lm.first_token_collisions,
+                                     for_analysis=lm._building_for_analysis))
             conts.append(cont_ids)
             n_sp = len(prompt) - len(prompt.rstrip())
             bases.append(prompt[:-n_sp] if n_sp else prompt)
@@ -472,8 +434,6 @@ def may_share_prefix(lm: Any, groups: Sequence[dict[str, Any]]) -> bool:
     final grouping is still made from the token ids (``AudioLALM._shared_prefix_groups``)."""
     if lm.share_prefix != "auto":
         return lm.share_prefix == "true"
-    from audio_tasks.model import _audio_identity
-
     prep: Preparer = lm._preparer
     try:
         marker = lm.tokenizer.convert_ids_to_tokens(lm.engine.audio_token_id)
@@ -490,7 +450,7 @@ def may_share_prefix(lm: Any, groups: Sequence[dict[str, Any]]) -> bool:
         cut = text.rfind(marker)
         if cut < 0:
             continue
-        key = (g["req"].task_name, _audio_identity(aux), text[:cut])  # auto shares within a task only
+        key = (g["req"].task_name, audio_identity(aux), text[:cut])  # auto shares within a task only
         if key in seen:
             return True
         seen.add(key)

@@ -14,7 +14,8 @@ import numpy as np
 
 from interventions.engine import Engine, clip_key
 
-__all__ = ["build_items", "audio_identity", "load_clips", "render_prompt", "split_continuation"]
+__all__ = ["build_items", "group_requests", "finish_doc", "audio_identity", "load_clips", "render_prompt",
+           "split_continuation"]
 
 MAX_CACHED_CLIPS = 2048
 
@@ -88,6 +89,50 @@ def split_continuation(engine: Engine, prompt: str, continuation: str) -> list[i
     return engine.encode_text(continuation)
 
 
+def group_requests(requests: Sequence[Any]) -> list[dict[str, Any]]:
+    """Requests -> docs (one per task, doc, context and audio), in order of first appearance.  Cheap: no audio
+    is decoded (files are identified by name, in-memory arrays by content).  Each doc: ``reqs`` (request
+    indices), ``conts`` (continuations), ``aux``, ``context``, ``req`` (its first request), ``requests``."""
+    groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
+    for idx, req in enumerate(requests):
+        args = req.args
+        context, continuation = args[0], args[1]
+        aux = args[2] if len(args) > 2 else None
+        key = (req.task_name, req.doc_id, context, audio_identity(aux))
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req,
+                               "requests": requests}
+        g["reqs"].append(idx)
+        g["conts"].append(continuation)
+    return list(groups.values())
+
+
+def finish_doc(g: dict[str, Any], prompt: str, cont_ids: Sequence[Sequence[int]], *, encode_text: Any,
+               tokenizer: Any, first_token: str = "in_context", collisions: str = "auto",
+               for_analysis: bool = False) -> list[int] | None:
+    """What every doc gets once its prompt is rendered: the rendered prompt in the aux dict
+    (``rendered_prompt``) and as the requests' context (``arg_0``, so --log_samples shows the text the model
+    saw); the first-token ids (``first_token=audiolens``: each label tokenized alone, as the AudioLens release
+    code does; else None = each continuation's first token); and the first-token collision check
+    (:mod:`audio_tasks.labels`), before any feature extraction or forward pass."""
+    from audio_tasks.labels import audiolens_first_id, check_first_tokens, refuses
+
+    req = g["req"]
+    if g["aux"] is not None:
+        g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
+    if prompt != g["context"]:  # --log_samples' context (arg_0) = the text the model saw
+        for r in g["reqs"]:
+            g["requests"][r].arguments = (prompt, *g["requests"][r].args[1:])
+    first_ids = None
+    if first_token == "audiolens":  # AudioLens release code: label alone, no leading space
+        first_ids = [audiolens_first_id(encode_text, c) for c in g["conts"]]
+    if refuses(collisions, req.task_name, for_analysis):
+        check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], tokenizer,
+                           f"task {req.task_name}, doc {req.doc_id}")
+    return first_ids
+
+
 def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: OrderedDict[str, np.ndarray] | None = None,
                 external_chat: bool = False, first_token: str = "in_context", collisions: str = "auto",
                 for_analysis: bool = False) -> list[Any]:
@@ -99,38 +144,18 @@ def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: OrderedD
     ``first_token``: ``in_context`` (default) or ``audiolens`` (the label tokenized alone, as the AudioLens
     release code does); ``collisions`` / ``for_analysis``: when choices sharing a first token are refused
     (:mod:`audio_tasks.labels`), before any feature extraction or forward pass."""
-    from audio_tasks.labels import audiolens_first_id, check_first_tokens, refuses
     from interventions.scoring import MCItem
 
-    groups: OrderedDict[Any, dict[str, Any]] = OrderedDict()
-    for idx, req in enumerate(requests):
-        args = req.args
-        context, continuation = args[0], args[1]
-        aux = args[2] if len(args) > 2 else None
-        key = (req.task_name, req.doc_id, context, audio_identity(aux))
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = {"reqs": [], "conts": [], "aux": aux, "context": context, "req": req}
-        g["reqs"].append(idx)
-        g["conts"].append(continuation)
     items = []
-    for g in groups.values():
+    for g in group_requests(requests):
         req = g["req"]
         where = f"task {req.task_name}, doc {req.doc_id}"
         clips = load_clips(engine, g["aux"], where, clip_cache)
         prompt = render_prompt(engine, g["context"], req.doc, len(clips), external_chat=external_chat)
-        if g["aux"] is not None:
-            g["aux"]["rendered_prompt"] = prompt  # shows in --log_samples 'arguments'
-        if prompt != g["context"]:  # --log_samples' context (arg_0) = the text the model saw
-            for r in g["reqs"]:
-                requests[r].arguments = (prompt, *requests[r].args[1:])
         # Split at the text level, before placeholders are expanded.
         cont_ids = [split_continuation(engine, prompt, c) for c in g["conts"]]
-        first_ids = None
-        if first_token == "audiolens":  # AudioLens release code: label alone, no leading space
-            first_ids = [audiolens_first_id(engine.encode_text, c) for c in g["conts"]]
-        if refuses(collisions, req.task_name, for_analysis):
-            check_first_tokens(g["conts"], first_ids or [c[0] for c in cont_ids if c], engine.tokenizer, where)
+        first_ids = finish_doc(g, prompt, cont_ids, encode_text=engine.encode_text, tokenizer=engine.tokenizer,
+                               first_token=first_token, collisions=collisions, for_analysis=for_analysis)
         base = prompt.rstrip()  # trailing spaces went to the continuations
         tok = engine.tokenize(base, clips)
         items.append(MCItem(tok, cont_ids, {"reqs": g["reqs"], "task": req.task_name, "doc_id": req.doc_id,

@@ -23,6 +23,7 @@ import torch
 
 from audio_tasks.data.sakura_tracks import TRACKS as SAKURA_TRACKS
 from audio_tasks.data.sakura_tracks import p3_user_prompt
+from interventions.processors import VOXTRAL_CHAT_TEMPLATE  # the text form of mistral-common's format
 
 QWEN_SPECIALS = [
     "<|endoftext|>",
@@ -153,26 +154,6 @@ def tiny_qwen2_audio(out: Path, *, layers: int = 4, hidden: int = 64, heads: int
 VOXTRAL_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
                     "[AUDIO]", "[BEGIN_AUDIO]"]
 
-# The prompt mistral-common builds for Voxtral chat (InstructTokenizerV7): content chunks in order inside
-# [INST]...[/INST]; an audio chunk is [BEGIN_AUDIO] followed by its [AUDIO] tokens (the processor expands
-# the single [AUDIO] placeholder); the assistant turn starts right after [/INST].
-VOXTRAL_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['content'] is string %}{% set parts = [{'type': 'text', 'text': message['content']}] %}"
-    "{% else %}{% set parts = message['content'] %}{% endif %}"
-    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]"
-    "{% for c in parts %}{% if 'text' in c %}{{ c['text'] }}{% endif %}{% endfor %}[/SYSTEM_PROMPT]"
-    "{% elif message['role'] == 'user' %}[INST]"
-    "{% for c in parts %}"
-    "{% if c['type'] == 'audio' or 'audio' in c or 'audio_url' in c %}[BEGIN_AUDIO][AUDIO]"
-    "{% elif 'text' in c %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}[/INST]"
-    "{% elif message['role'] == 'assistant' %}"
-    "{% for c in parts %}{% if 'text' in c %}{{ c['text'] }}{% endif %}{% endfor %}{{ eos_token }}"
-    "{% endif %}"
-    "{% endfor %}"
-)
 
 
 def _processor_classes():

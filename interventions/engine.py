@@ -85,6 +85,22 @@ def _cache_kwarg(module: torch.nn.Module) -> str:
 _CACHE_KWARG: dict[type, str] = {}
 
 
+def expand_placeholders(ids: Sequence[int], audio_token_id: int, counts: Sequence[int]) -> torch.Tensor | None:
+    """``ids`` with the i-th audio placeholder repeated counts[i] times; None when the placeholders and
+    ``counts`` do not match one to one."""
+    out: list[int] = []
+    j = 0
+    for t in ids:
+        if t == audio_token_id:
+            if j >= len(counts):
+                return None
+            out.extend([audio_token_id] * int(counts[j]))
+            j += 1
+        else:
+            out.append(t)
+    return torch.tensor(out, dtype=torch.long) if j == len(counts) else None
+
+
 class Engine:
     """Wraps (model, processor, spec): tokenization with audio, cached audio encoding, decoder runs."""
 
@@ -197,18 +213,7 @@ class Engine:
 
     def _expand(self, prompt: str, counts: Sequence[int]) -> torch.Tensor | None:
         """Tokenizer ids of ``prompt`` with the i-th audio placeholder repeated counts[i] times."""
-        aid = self.audio_token_id
-        out: list[int] = []
-        j = 0
-        for t in self.tokenizer(prompt)["input_ids"]:
-            if t == aid:
-                if j >= len(counts):
-                    return None
-                out.extend([aid] * int(counts[j]))
-                j += 1
-            else:
-                out.append(t)
-        return torch.tensor(out, dtype=torch.long) if j == len(counts) else None
+        return expand_placeholders(self.tokenizer(prompt)["input_ids"], self.audio_token_id, counts)
 
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
