@@ -48,7 +48,7 @@ def _eq(cell: str, want: float | None) -> None:
     if want is None:
         assert got is None, cell
     else:
-        assert abs(got - want) < 5e-4, (cell, want)
+        assert got is not None and abs(got - want) < 5e-4, (cell, want)
 
 
 def _dump(path: Path, obj: Any) -> Path:

@@ -130,8 +130,11 @@ def test_newest_file_wins_per_task_and_configs_stay_apart(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("kind", ["count", "accuracy"])
 def test_samples_that_disagree_with_the_results_file_are_refused(tmp_path: Path, kind: str) -> None:
-    over = {"n": {"t": 5}} if kind == "count" else {"acc": {"t": 0.25}}
-    res = _write(tmp_path / "m", D1, "steer=none", {"t": _rows(["x", "y"], [1.0, 0.0])}, **over)
+    rows = {"t": _rows(["x", "y"], [1.0, 0.0])}
+    if kind == "count":  # the results file counts 5 samples, the samples file holds 2
+        res = _write(tmp_path / "m", D1, "steer=none", rows, n={"t": 5})
+    else:  # the results file reports accuracy 0.25, the samples give 0.5
+        res = _write(tmp_path / "m", D1, "steer=none", rows, acc={"t": 0.25})
     msg = "holds 2 samples of t but the results file" if kind == "count" else "gives t accuracy 0.500000"
     with pytest.raises(ResultsError, match=re.escape(msg)) as e:
         read_run(tmp_path)
