@@ -49,8 +49,8 @@ def test_every_subcommand_has_an_entry_point():
         assert not [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)], name
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -62,7 +62,8 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def _imported_names(tree: ast.Module, module: str, is_package: bool) -> list[str]:
-    """Every module name ``module`` imports (``from a import b`` yields ``a.b`` and ``a``)."""
+    """Every module name ``module`` imports (``from a import b`` yields ``a.b``: module ``a.b`` if there is one,
+    else ``a``, see :func:`import_graph`)."""
     names: list[str] = []
 
     def visit(node: ast.AST) -> None:
@@ -78,8 +79,7 @@ def _imported_names(tree: ast.Module, module: str, is_package: bool) -> list[str
                 pkg = module.split(".") if is_package else module.split(".")[:-1]
                 pkg = pkg[:len(pkg) - (node.level - 1)]
                 base = ".".join(pkg + ([base] if base else []))
-            names.append(base)
-            names.extend(f"{base}.{a.name}" for a in node.names)
+            names.extend(f"{base}.{a.name}" for a in node.names)  # a module, or else a name of ``base``
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
             f = node.func
@@ -95,7 +95,7 @@ def _imported_names(tree: ast.Module, module: str, is_package: bool) -> list[str
 
 def import_graph(root: Path = REPO, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """module -> the project modules it imports (an import of ``a.b.c`` counts for the deepest existing one)."""
-    files = {_module_name(p): p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
+    files = {_module_name(p, root): p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
     graph: dict[str, set[str]] = {}
     for mod, path in files.items():
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -139,7 +139,7 @@ def test_cycle_finder_finds_function_level_and_import_module_cycles(tmp_path):
     (pkg / "a.py").write_text("import importlib\n\ndef f():\n    return importlib.import_module('analysis.b')\n")
     (pkg / "b.py").write_text("def g():\n    from analysis.a import f\n    return f\n")
     (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from analysis import a\n"
-                              "from . import b\n")
+                              "from . import b\nfrom analysis import not_a_module\n")
     graph = import_graph(tmp_path, ("analysis",))
     assert graph["analysis.a"] == {"analysis.b"} and graph["analysis.b"] == {"analysis.a"}
     assert graph["analysis.c"] == {"analysis", "analysis.b"}
