@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Sequence
 
 from analysis.atomic import atomic_write_text
-from analysis.commands import calibrate, heads, lens, report, trace
+from analysis.commands import calibrate, heads, lens, trace
+from analysis.commands import report as report_command
 from analysis.commands.common import Subparsers, build_tree, run_parsed
 
 TASKS = ["demo_gender", "demo_language", "demo_emotion", "demo_animal"]
+# The ``python -m analysis`` commands the demo runs (its steps 1, 3 and 4).
+STEPS = (calibrate.register, lens.register, trace.register, heads.register, report_command.register)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,7 +89,7 @@ def _evaluate(model_args: str, out: Path, limit: int | None, batch_size: int) ->
 def _analysis(argv: list[str]) -> int:
     """Run one ``python -m analysis`` step in this process, with the commands' own parsers and entry points."""
     print("[demo] python -m analysis " + " ".join(argv), flush=True)
-    parser = build_tree([m.register for m in (calibrate, lens, trace, heads, report)])
+    parser = build_tree(STEPS)
     return run_parsed(parser, argv)
 
 
