@@ -1,4 +1,4 @@
-"""``python -m analysis <command>``; see analysis/runner.py."""
+"""``python -m analysis <command>``: the parser tree is analysis/runner.py."""
 
 from analysis.runner import main
 

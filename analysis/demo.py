@@ -12,8 +12,7 @@ Steps (outputs under ``DIR``):
 2. ``lm_eval/none/`` and ``lm_eval/layer_guided/``: ``lm_eval.simple_evaluate`` (``log_samples``, written by
    ``EvaluationTracker`` exactly like ``--output_path``) on the *evaluation* split, without steering and with
    ``steer=layer_guided,calibration=DIR/calibration``;
-3. ``lens/``, ``trace/``, ``heads/``: the analyses of ``python -m analysis lens|trace|heads`` (skipped with a
-   note when a module is not available);
+3. ``lens/``, ``trace/``, ``heads/``: the analyses of ``python -m analysis lens|trace|heads``;
 4. ``report.md``: ``python -m analysis report`` over the calibration and analysis folders, plus ``demo_summary.json``.
 
 Every figure of the README's gallery (``docs/figures``) is one of this command's figures
@@ -30,8 +29,13 @@ from pathlib import Path
 from typing import Sequence
 
 from analysis.atomic import atomic_write_text
+from analysis.commands import calibrate, heads, lens, trace
+from analysis.commands import report as report_command
+from analysis.commands.common import Subparsers, build_tree, run_parsed
 
 TASKS = ["demo_gender", "demo_language", "demo_emotion", "demo_animal"]
+# The ``python -m analysis`` commands the demo runs (its steps 1, 3 and 4).
+STEPS = (calibrate.register, lens.register, trace.register, heads.register, report_command.register)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip_analyses", action="store_true", help="only calibration + the two lm-eval runs")
     p.add_argument("--device", default="cpu")
     p.add_argument("--pretrained", default=None, help="model directory (default: the embedded reference model)")
+
+
+def register(sub: Subparsers) -> argparse.ArgumentParser:
+    """Add the ``demo`` command to ``sub``."""
+    s = sub.add_parser("demo", help="end-to-end demo", description=(__doc__ or "").split("\n")[0])
+    add_arguments(s)
+    s.set_defaults(func=main)
+    return s
 
 
 def _step(name: str, t0: float) -> None:
@@ -75,28 +87,22 @@ def _evaluate(model_args: str, out: Path, limit: int | None, batch_size: int) ->
 
 
 def _analysis(argv: list[str]) -> int:
-    from analysis.runner import main as runner_main
-
+    """Run one ``python -m analysis`` step in this process, with the commands' own parsers and entry points."""
     print("[demo] python -m analysis " + " ".join(argv), flush=True)
-    return int(runner_main(argv) or 0)
+    parser = build_tree(STEPS)
+    return run_parsed(parser, argv)
 
 
 def _run_analyses(args: argparse.Namespace, base: str, out: Path, summary: dict, folders: list[str],
                   t0: float) -> None:
-    """Step 3 of the demo: lens, trace and heads (each if its module exists); record them in ``summary`` and
-    append the folders of the successful ones to ``folders``."""
-    import importlib.util
-
+    """Step 3 of the demo: lens, trace and heads; record them in ``summary`` and append the folders of the
+    successful ones to ``folders``."""
     common = ["--model_args", base, "--tasks", ",".join(TASKS),
               "--limit", str(args.analysis_limit), "--batch_size", str(args.batch_size), "--no_progress"]
-    plan = [("lens", "analysis.lens", ["--split", "evaluation"]),
-            ("trace", "analysis.tracing", ["--split", "evaluation"]),
-            ("heads", "analysis.heads", ["--n_random", "2", "--K", "4"])]
-    for cmd, mod, extra in plan:
-        if importlib.util.find_spec(mod) is None:
-            print(f"[demo] {mod} not available: skipping {cmd}", flush=True)
-            summary.setdefault("skipped", []).append(cmd)
-            continue
+    plan = [("lens", ["--split", "evaluation"]),
+            ("trace", ["--split", "evaluation"]),
+            ("heads", ["--n_random", "2", "--K", "4"])]
+    for cmd, extra in plan:
         try:
             rc = _analysis([cmd, *common, *extra, "--out", str(out / cmd)])
         except Exception as e:  # keep the demo going; the summary records the failure, the exit code is 1
@@ -150,9 +156,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
 
     # 4. report
     report = out / "report.md"
-    import importlib.util
-
-    if folders and importlib.util.find_spec("analysis.report") is not None:
+    if folders:
         try:
             rc = _analysis(["report", *folders, "--out", str(report)])
         except Exception as e:

@@ -11,6 +11,8 @@ import pytest
 
 from analysis import runner
 from analysis.atomic import read_jsonl
+from analysis.commands.common import parse_metadata
+from analysis.records import RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("SAKURA_SAMPLE_ROOT") or REPO.parent / "shared" / "sakura-sample")
@@ -48,7 +50,7 @@ class SimulatedInterruption(RuntimeError):
 
 def _interrupted(monkeypatch, argv, after: int):
     """Run ``argv`` and stop it (as a kill would) right after ``after`` records were appended."""
-    real_add = runner.RecordStore.add
+    real_add = RecordStore.add
     count = [0]
 
     def add(self, rec):
@@ -58,7 +60,7 @@ def _interrupted(monkeypatch, argv, after: int):
             raise SimulatedInterruption(f"stopped after {count[0]} records")
 
     with monkeypatch.context() as m:
-        m.setattr(runner.RecordStore, "add", add)
+        m.setattr(RecordStore, "add", add)
         with pytest.raises(SimulatedInterruption):
             runner.main(argv)
 
@@ -145,11 +147,12 @@ def test_report_and_critical(runs, tmp_path):
 
 
 def test_dispatch_and_metadata(capsys):
-    assert runner.parse_metadata(['{"data_root": "/x", "split_seed": 1}']) == {"data_root": "/x", "split_seed": 1}
-    assert runner.parse_metadata(["data_root=/x", "split_seed=2"]) == {"data_root": "/x", "split_seed": 2}
+    assert parse_metadata(['{"data_root": "/x", "split_seed": 1}']) == {"data_root": "/x", "split_seed": 1}
+    assert parse_metadata(["data_root=/x", "split_seed=2"]) == {"data_root": "/x", "split_seed": 2}
     for cmd in ("regress", "leaderboard", "compare"):
         try:
-            __import__(runner.LAZY[cmd][0])
+            __import__({"regress": "analysis.regress", "leaderboard": "analysis.leaderboard",
+                        "compare": "analysis.regress"}[cmd])
         except ImportError:
             assert runner.main([cmd]) == 2
             continue

@@ -14,7 +14,7 @@ import pytest
 
 def test_package_version_is_the_installed_distributions():
     import audio_tasks
-    from analysis.runner import package_version
+    from analysis.commands.common import package_version
 
     assert audio_tasks.__version__ == version("audio-lalm-lab") == package_version()
     assert audio_tasks.__version__ != "0"

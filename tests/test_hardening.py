@@ -255,7 +255,7 @@ def test_long_clip_warning_names_the_doc(caplog, monkeypatch):
 
 
 def test_stale_temp_files_are_swept_on_resume_and_live_ones_kept(tmp_path):
-    from analysis.runner import RecordStore
+    from analysis.records import RecordStore
 
     stale, live = tmp_path / ".lens_summary.json.abc.tmp", tmp_path / "figures" / ".x.png.def.tmp"
     live.parent.mkdir()
@@ -457,9 +457,9 @@ class _Killed(BaseException):
 
 
 def _kill_after(monkeypatch, n: int) -> None:
-    from analysis import runner
+    from analysis.records import RecordStore
 
-    real = runner.RecordStore.add
+    real = RecordStore.add
     count = {"n": 0}
 
     def add(self, rec):
@@ -468,7 +468,7 @@ def _kill_after(monkeypatch, n: int) -> None:
         if count["n"] >= n:
             raise _Killed(f"killed after {n} records")
 
-    monkeypatch.setattr(runner.RecordStore, "add", add)
+    monkeypatch.setattr(RecordStore, "add", add)
 
 
 def _tree(d: Path) -> dict[str, bytes]:

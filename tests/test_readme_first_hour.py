@@ -62,24 +62,9 @@ def _program(words: list[str]) -> str:
 
 def _parse_analysis(argv: list[str]) -> None:
     """Parse with the parser ``python -m analysis`` uses for that command (SystemExit on a bad command)."""
-    import argparse
-    import importlib
-
     from analysis import runner
 
-    cmd = argv[0]
-    if cmd == "demo":
-        mod = importlib.import_module("analysis.demo")
-        p = argparse.ArgumentParser(prog="python -m analysis demo")
-        mod.add_arguments(p)
-        p.parse_args(argv[1:])
-    elif cmd in runner.LAZY:
-        mod_name, add_name, _ = runner.LAZY[cmd]
-        p = argparse.ArgumentParser(prog=f"python -m analysis {cmd}")
-        getattr(importlib.import_module(mod_name), add_name)(p)
-        p.parse_args(argv[1:])
-    else:
-        runner.build_parser().parse_args(argv)
+    runner.build_parser().parse_args(argv)
 
 
 def test_first_hour_commands_parse():
