@@ -139,3 +139,13 @@ def test_encode_audio_gets_the_per_clip_token_counts_as_an_argument(tiny_lm):
     assert calls[2:] == [(sorted(spec.processor_feature_keys), [k]) for k in n]
     assert [x[0].shape[0] for x in silent] == n
     assert not np.allclose(silent[0][0].numpy(), embs[0][0].numpy())
+
+
+def test_load_engine_sets_the_byte_budgets_and_refuses_a_negative_one(tiny_qwen2_audio_dir):
+    from interventions import load_engine
+    from interventions.engine import DEFAULT_PREFIX_CACHE_BYTES
+
+    with pytest.raises(ValueError, match="prefix_cache_bytes=-5; valid: a number of bytes >= 0"):
+        load_engine("/nonexistent/checkpoint", device="cpu", prefix_cache_bytes=-5)  # before any loading
+    e = load_engine(str(tiny_qwen2_audio_dir), device="cpu", encoder_cache_bytes=1234)
+    assert (e.encoder_cache.store.max_bytes, e.prefix_cache.store.max_bytes) == (1234, DEFAULT_PREFIX_CACHE_BYTES)
