@@ -111,7 +111,7 @@ def _light_lm(model_args: dict[str, Any]):
 
     from audio_tasks import processors
     from audio_tasks.model import AudioLALM
-    from interventions.engine import Engine
+    from interventions.audio_tokenizer import AudioTokenizer
 
     pretrained = str(model_args["pretrained"])
     processors.prepare(pretrained)
@@ -128,8 +128,8 @@ def _light_lm(model_args: dict[str, Any]):
         def engine(self):
             return self
 
-        render_chat = Engine.render_chat
-        encode_text = Engine.encode_text
+        render_chat = AudioTokenizer.render_chat
+        encode_text = AudioTokenizer.encode_text
 
     return Light()
 

@@ -22,7 +22,6 @@ prepare the next chunks while the main thread scores the current ones.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import threading
@@ -180,13 +179,13 @@ class Preparer:
         if isinstance(item, dict) and item.get("array") is None:
             b = item.get("bytes")
             if b:
-                return "bytes:" + hashlib.blake2b(b, digest_size=16).hexdigest()
+                return "bytes:" + clip_key(np.frombuffer(b, dtype=np.uint8))
             p = item.get("path")
             return Preparer._content_key(p) if isinstance(p, str) else None
         arr = item["array"] if isinstance(item, dict) else item
         sr = item.get("sampling_rate") if isinstance(item, dict) else None
         a = np.ascontiguousarray(arr, dtype=np.float32)
-        return f"array:{sr}:{a.shape}:" + hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest()
+        return f"array:{sr}:{a.shape}:" + clip_key(a.reshape(-1))
 
     def clips(self, aux: dict[str, Any] | None, where: str) -> list[np.ndarray]:
         from audio_tasks.audio import load_audio, warn_if_truncated
@@ -257,7 +256,7 @@ class Preparer:
         return ids
 
     def _expand(self, prompt: str, counts: Sequence[int]) -> torch.Tensor | None:
-        """``Engine._expand`` on this preparer's cached tokenizer ids of ``prompt``."""
+        """``AudioTokenizer.expand`` on this preparer's cached tokenizer ids of ``prompt``."""
         return expand_placeholders(self._text_ids(prompt), self.engine.audio_token_id, counts)
 
     def tokenize_many(self, prompts: Sequence[str], clips: Sequence[Sequence[np.ndarray]]) -> list[Tokenized]:
@@ -267,14 +266,13 @@ class Preparer:
         out: list[Tokenized | None] = [None] * len(prompts)
         slow: list[int] = []
         for i, (p, cl) in enumerate(zip(prompts, clips)):
-            if cl and eng._fast_tokenize:
-                counts = [eng._expansion.get(clip_key(c)) for c in cl]
-                if all(c is not None for c in counts):
-                    ids = self._expand(p, counts)  # type: ignore[arg-type]
-                    if ids is not None:
-                        out[i] = Tokenized(ids, list(cl), None, p)
-                        self.stats["fast_docs"] += 1
-                        continue
+            counts = eng.audio_tokenizer.known_counts(cl)
+            if counts is not None:
+                ids = self._expand(p, counts)
+                if ids is not None:
+                    out[i] = Tokenized(ids, list(cl), None, p)
+                    self.stats["fast_docs"] += 1
+                    continue
             slow.append(i)
         # One batched processor call for the docs that need it, unless the spec encodes each clip on its own or
         # the features are not one row per clip (e.g. Voxtral's 30-s windows): then one call per doc, exactly as
@@ -318,11 +316,7 @@ class Preparer:
         if tok.clips:
             if int((tok.input_ids == eng.audio_token_id).sum()) == 0:
                 raise ValueError("the rendered prompt has no audio placeholder but audio was given")
-            counts = eng._clip_token_counts(tok)
-            eng._expansion.update(zip([clip_key(c) for c in tok.clips], counts))
-            if eng._fast_tokenize is None:
-                fast = self._expand(tok.prompt, counts)
-                eng._fast_tokenize = fast is not None and torch.equal(fast, tok.input_ids)
+            eng.audio_tokenizer.learn(tok, self._expand)
         return tok
 
     # ---- docs -> items -------------------------------------------------------------------

@@ -136,7 +136,7 @@ def bench_prep(args, res: dict[str, Any]) -> None:
     lm.engine._fast_tokenize = None
     t = time.perf_counter()
     for p, c in zip(prompts, clips):
-        lm.engine._processor_tokenize(p, c)
+        lm.engine.audio_tokenizer.processor_tokenize(p, c)
     st["tokenize_mel_per_doc_call"] = time.perf_counter() - t
     res["prep"] = {"docs": n, "clip_s": 5.0, "window_s": 30.0, "workers": rows,
                    "stage_ms_per_doc": {k: 1000 * v / n for k, v in st.items()}}

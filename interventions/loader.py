@@ -93,11 +93,15 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
 
 def load_engine(pretrained: str | Path | None = None, *, revision: str | None = None, dtype: Any = "auto",
                 device: str | None = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
-                parallelize: bool = False) -> Engine:
+                parallelize: bool = False, encoder_cache_bytes: int | None = None,
+                prefix_cache_bytes: int | None = None) -> Engine:
     """The :class:`Engine` for ``pretrained`` (default: the embedded reference model).
 
-    ``device`` None: CUDA when available, else the CPU.  Raises ``FileNotFoundError`` when no checkpoint is
-    given and the reference model is missing, ``ValueError`` for an unknown ``dtype`` (before loading)."""
+    ``device`` None: CUDA when available, else the CPU.  ``encoder_cache_bytes`` / ``prefix_cache_bytes``: byte
+    budgets of the engine's encoder and prefix-KV caches (None: the defaults,
+    :data:`~interventions.engine.DEFAULT_ENCODER_CACHE_BYTES` / ``DEFAULT_PREFIX_CACHE_BYTES``).  Raises
+    ``FileNotFoundError`` when no checkpoint is given and the reference model is missing, ``ValueError`` for an
+    unknown ``dtype`` or a negative budget (before loading)."""
     import torch
 
     from .engine import Engine
@@ -105,6 +109,12 @@ def load_engine(pretrained: str | Path | None = None, *, revision: str | None = 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolve_dtype(dtype, device)  # a bad dtype fails before anything is loaded
+    budgets: dict[str, int] = {}
+    for name, v in (("encoder_cache_bytes", encoder_cache_bytes), ("prefix_cache_bytes", prefix_cache_bytes)):
+        if v is not None:
+            if int(v) < 0:
+                raise ValueError(f"{name}={v!r}; valid: a number of bytes >= 0, or None (the default)")
+            budgets[name] = int(v)
     if not pretrained:
         ref = reference_model_dir()
         if not (ref / "config.json").exists():
@@ -113,4 +123,4 @@ def load_engine(pretrained: str | Path | None = None, *, revision: str | None = 
     model, processor, spec = load_model(str(pretrained), revision=revision, dtype=dtype, device=str(device),
                                         attn_implementation=attn_implementation,
                                         trust_remote_code=trust_remote_code, parallelize=parallelize)
-    return Engine(model, processor, spec)
+    return Engine(model, processor, spec, **budgets)

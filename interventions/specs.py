@@ -19,7 +19,7 @@ Adding an architecture = one ``ArchSpec`` here + one tiny-model test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -43,7 +43,9 @@ def _first_attr(cfg: Any, names: tuple[str, ...]) -> Any:
     raise AttributeError(f"none of {names} found on {type(cfg).__name__}")
 
 
-AudioEncoder = Callable[[torch.nn.Module, dict[str, torch.Tensor]], list[torch.Tensor]]
+# ``encode_audio(model, feats, counts)``: the processor features of some clips (batch dim = clips, on the model's
+# device) and each clip's audio-placeholder count -> one ``(counts[i], d)`` embedding tensor per clip.
+AudioEncoder = Callable[[torch.nn.Module, dict[str, torch.Tensor], Sequence[int]], list[torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ class ArchSpec:
 # ---- audio encoders (how audio features become placeholder embeddings) -----------------
 
 
-def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor], counts: Sequence[int],
+                        ) -> list[torch.Tensor]:
     """Qwen2-Audio: Whisper-style tower, projector, then the first ``audio_output_lengths[i]`` rows
     of clip i (what the processor expanded).
 
@@ -197,16 +200,16 @@ def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor]) 
 _MEL_MARGIN = 8  # mel frames kept past the longest clip (the convolutions look 2 frames ahead)
 
 
-def _encode_pooled(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _encode_pooled(model: torch.nn.Module, feats: dict[str, torch.Tensor], counts: Sequence[int],
+                   ) -> list[torch.Tensor]:
     """Models exposing ``get_audio_features(input_features, ...)`` whose pooler_output is the
     flat sequence of audio embeddings; split per clip using the processor's token counts."""
-    kwargs = {k: v for k, v in feats.items() if k not in ("input_features", "_tokens_per_clip")}
+    kwargs = {k: v for k, v in feats.items() if k != "input_features"}
     out = model.get_audio_features(feats["input_features"], **kwargs)
     emb = out.pooler_output if hasattr(out, "pooler_output") else out
     if isinstance(emb, (list, tuple)):
         emb = torch.cat(list(emb), 0)
-    counts = feats["_tokens_per_clip"].tolist()
-    return list(torch.split(emb, counts, dim=0))
+    return list(torch.split(emb, [int(n) for n in counts], dim=0))
 
 
 SPECS: dict[str, ArchSpec] = {}
@@ -228,21 +231,21 @@ QWEN2_AUDIO = register_spec(
     )
 )
 
-def _encode_voxtral(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _encode_voxtral(model: torch.nn.Module, feats: dict[str, torch.Tensor], counts: Sequence[int],
+                    ) -> list[torch.Tensor]:
     """Voxtral: Whisper-style encoder over fixed 30-s mel windows (3000 frames, one row per window),
     encoder frames reshaped 4-to-1 (``audio_config.intermediate_size = 4 * d_model``) and projected:
     375 embeddings per window.  No feature mask: padding is encoded as the model itself does."""
-    return _encode_pooled(model, {"input_features": feats["input_features"],
-                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+    return _encode_pooled(model, {"input_features": feats["input_features"]}, counts)
 
 
-def _encode_qwen2_5_omni(model: torch.nn.Module, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _encode_qwen2_5_omni(model: torch.nn.Module, feats: dict[str, torch.Tensor], counts: Sequence[int],
+                         ) -> list[torch.Tensor]:
     """Qwen2.5-Omni thinker: the audio tower takes the unpadded mel frames of every clip (from
     ``feature_attention_mask``), encodes them in 2-s windows and returns one flat sequence of
     ``((n - 1) // 2 + 1 - 2) // 2 + 1`` embeddings per clip (what the processor expanded)."""
     return _encode_pooled(model, {"input_features": feats["input_features"],
-                                  "feature_attention_mask": feats["feature_attention_mask"],
-                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+                                  "feature_attention_mask": feats["feature_attention_mask"]}, counts)
 
 
 VOXTRAL = register_spec(

@@ -14,12 +14,11 @@ import torch
 from .specs import ArchSpec, _encode_pooled, register_spec
 
 
-def _encode_af3(model, feats):
+def _encode_af3(model, feats, counts):
     """Audio Flamingo 3: Whisper-style tower over a 30-s window (padded frames masked), avg pooling, projector;
     the first ``((n - 1) // 2 + 1 - 2) // 2 + 1`` rows of clip i (what the processor expanded)."""
     return _encode_pooled(model, {"input_features": feats["input_features"],
-                                  "input_features_mask": feats["input_features_mask"],
-                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+                                  "input_features_mask": feats["input_features_mask"]}, counts)
 
 
 AUDIO_FLAMINGO3 = register_spec(
@@ -39,11 +38,11 @@ AUDIO_FLAMINGO3 = register_spec(
 )
 
 
-def _encode_music_flamingo(model, feats):
+def _encode_music_flamingo(model, feats, counts):
     """Music Flamingo: as Audio Flamingo 3, plus rotary time embeddings whose timestamps the model rebuilds from
     the run of audio tokens in ``input_ids``; one clip (one 30-s window) at a time, so that run is the clip's
     own ``count`` placeholders."""
-    n = int(feats["_tokens_per_clip"][0])
+    n = int(counts[0])
     ids = torch.full((1, n), int(model.config.audio_token_id), dtype=torch.long, device=feats["input_features"].device)
     out = model.get_audio_features(feats["input_features"], feats["input_features_mask"], ids)
     return [out.pooler_output]
@@ -64,12 +63,11 @@ MUSIC_FLAMINGO = register_spec(
 )
 
 
-def _encode_qwen3_omni(model, feats):
+def _encode_qwen3_omni(model, feats, counts):
     """Qwen3-Omni thinker: the audio tower takes each clip's unpadded mel frames (``feature_attention_mask``),
     encodes them in 100-frame chunks (13 tokens per full chunk) and returns one flat sequence."""
     return _encode_pooled(model, {"input_features": feats["input_features"],
-                                  "feature_attention_mask": feats["feature_attention_mask"],
-                                  "_tokens_per_clip": feats["_tokens_per_clip"]})
+                                  "feature_attention_mask": feats["feature_attention_mask"]}, counts)
 
 
 QWEN3_OMNI_MOE = register_spec(
@@ -91,12 +89,12 @@ QWEN3_OMNI_MOE = register_spec(
 )
 
 
-def _encode_granite(model, feats):
+def _encode_granite(model, feats, counts):
     """Granite Speech: conformer encoder + windowed Q-Former projector over each clip's stacked log-mel frames
     (the encoder has no padding mask, so clips are encoded one at a time); the projector's
     ``ceil(frames / 15) * 3`` outputs are the clip's audio embeddings."""
     out = model.get_audio_features(feats["input_features"]).pooler_output
-    return [out[i, : int(n)] for i, n in enumerate(feats["_tokens_per_clip"].tolist())]
+    return [out[i, : int(n)] for i, n in enumerate(counts)]
 
 
 GRANITE_SPEECH = register_spec(
@@ -119,14 +117,14 @@ GRANITE_SPEECH = register_spec(
 )
 
 
-def _encode_phi4(model, feats):
+def _encode_phi4(model, feats, counts):
     """Phi-4-multimodal ("speech" projection mode: audio without an image): conformer encoder over the clip's
     log-mel frames, then gelu(up_proj) and down_proj; the first ``audio_embed_sizes`` rows of each clip."""
     emb = model.model.embed_tokens_extend.audio_embed
     x = feats["audio_input_features"].to(emb.up_proj_for_speech.weight.dtype)
     h = emb.encoder(x, feats.get("audio_attention_mask"))
     h = emb.down_proj_for_speech(torch.nn.functional.gelu(emb.up_proj_for_speech(h)))
-    return [h[i, : int(n)] for i, n in enumerate(feats["_tokens_per_clip"].tolist())]
+    return [h[i, : int(n)] for i, n in enumerate(counts)]
 
 
 PHI4_MULTIMODAL = register_spec(

@@ -115,9 +115,9 @@ def _forward(model, spec, batch, pad_id: int):
         mask[b, : len(e["ids"])] = 1
     feats = {"input_features": torch.cat([e["input_features"] for e in batch], 0),
              "feature_attention_mask": torch.cat([e["feature_attention_mask"] for e in batch], 0)}
-    audio = spec.encode_audio(model, feats)
-    emb = spec.embed_module(model)(ids)
     audio_id = model.config.audio_token_id
+    audio = spec.encode_audio(model, feats, [int((ids[b] == audio_id).sum()) for b in range(B)])
+    emb = spec.embed_module(model)(ids)
     rows = []
     for b in range(B):
         pos = (ids[b] == audio_id).nonzero().squeeze(-1)
