@@ -299,12 +299,12 @@ def bench_generate(args, res: dict[str, Any]) -> None:
 
 # ---- sakura group, embedded model ------------------------------------------------------------------------
 
-def _capture_requests(root: str, limit: int | None):
+def _capture_requests(root: str, limit: int | None, batch_size: int):
     import lm_eval
 
     from audio_tasks.model import AudioLALM
 
-    lm = AudioLALM(device="cpu", batch_size=args_bs)
+    lm = AudioLALM(device="cpu", batch_size=batch_size)
     captured: list[Any] = []
 
     def ll(requests, disable_tqdm=False):
@@ -317,16 +317,11 @@ def _capture_requests(root: str, limit: int | None):
     return captured
 
 
-args_bs = 16
-
-
 def bench_sakura(args, res: dict[str, Any]) -> None:
     from audio_tasks.model import AudioLALM
     from audio_tasks.pipeline import Preparer, default_workers, group_requests, prepare_all
 
-    global args_bs
-    args_bs = args.batch
-    reqs = _capture_requests(args.sakura_root, args.sakura_limit)
+    reqs = _capture_requests(args.sakura_root, args.sakura_limit, args.batch)
     n_docs = len(group_requests(reqs))
     lm = AudioLALM(device="cpu", batch_size=args.batch)
 
