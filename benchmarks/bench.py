@@ -88,7 +88,7 @@ def bench_engine(cfg: dict[str, Any], device: str, tok_dir: Path, *, layers: int
     ckpt = bench_checkpoint(cfg, tok_dir, Path(tempfile.mkdtemp(prefix="bench_model_")), layers=layers)
     torch.manual_seed(seed)
     engine = load_engine(ckpt, device=device, dtype=cfg["dtype"], attn_implementation="sdpa", random_weights=True)
-    gen = engine.model.generation_config
+    gen: Any = engine.model.generation_config  # a GenerationConfig (model typed as nn.Module)
     gen.eos_token_id, gen.pad_token_id = engine.tokenizer.eos_token_id, engine.tokenizer.pad_token_id
     return engine
 
