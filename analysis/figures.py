@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from lm_eval.utils import sanitize_model_name
 
 __all__ = ["save_figure", "layer_curves", "correct_wrong", "positions", "rr_layers", "token_heatmap", "head_corr",
            "sweep", "lens_figures", "trace_figures", "heads_figures", "sweep_figures"]
@@ -361,7 +362,7 @@ def trace_figures(summaries: Sequence[Mapping[str, Any]], out_dir: str | Path) -
     for sm in summaries:
         model = _short(sm.get("meta", {}).get("model", ""))
         models.append(model)
-        fs = model.replace("/", "__")
+        fs = sanitize_model_name(model)  # lm-eval names its model folders this way
         tasks = sorted(sm["tasks"].items(), key=lambda kv: task_key({"task": kv[0], **kv[1]}))
         for task, st in tasks:
             if st.get("layer"):

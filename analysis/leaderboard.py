@@ -50,6 +50,7 @@ import numpy as np
 from .atomic import atomic_write_text
 from .results_io import ResultsError, Run, pair_docs, read_many
 from .stats import holm, mcnemar_exact, wilson_ci
+from .tables import markdown_table
 
 __all__ = ["Cell", "Column", "Leaderboard", "Row", "add_arguments", "build_leaderboard", "main", "write_leaderboard"]
 
@@ -302,9 +303,8 @@ def render_markdown(lb: Leaderboard) -> str:
         f"Holm-adjusted p over all {sum(1 for r in lb.rows for c in r.cells.values() if c.pvalue is not None)} "
         f"comparisons (* = Holm p < {lb.alpha}).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
+    rows = []
     for r in lb.rows:
         vals = [r.run.model, r.run.config_str or "—"]
         for col in lb.columns:
@@ -315,7 +315,8 @@ def render_markdown(lb: Leaderboard) -> str:
                 main, diff = _cell_lines(c, lb.alpha)
                 vals.append(main + (f"<br>{diff}" if diff else ""))
         vals.append(str(len(r.flags)) if r.flags else "")
-        lines.append("| " + " | ".join(v.replace("|", "\\|") for v in vals) + " |")
+        rows.append(vals)
+    lines.append(markdown_table(head, rows).rstrip("\n"))
     lines += ["", "## Flags", ""]
     lines += [f"- {f}" for f in lb.flags] or ["- none"]
     lines += ["", "## Sources", ""]
@@ -368,6 +369,8 @@ rows.forEach(function(r){tb.appendChild(r)})})});"""
 
 
 def render_html(lb: Leaderboard) -> str:
+    # Written here, not by pytablewriter's HtmlTableWriter or pandas' to_html: the sortable page needs a
+    # per-cell sort key (data-v), a tooltip and classes for Δ and significance, which neither writer emits.
     e = html.escape
     head = "".join(
         f'<th title="{e(", ".join(c.members))}"{" class=grp" if c.kind != "task" else ""}>{e(c.name)}</th>'

@@ -15,6 +15,8 @@ text-match rule already applied (an option whose text is the answer text counts 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import math
 import re
 import sys
@@ -95,9 +97,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, b)
     if args.csv:
-        lines = ["facet,value,n,accuracy", f"all,,{b['n']},{b['accuracy']:.6f}"]
-        for facet, groups in b["by"].items():
-            for k, v in groups.items():
-                lines.append(f"{facet},\"{k.replace(chr(34), chr(39))}\",{v['n']},{v['accuracy']:.6f}")
-        atomic_write_text(args.csv, "\n".join(lines) + "\n")
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["facet", "value", "n", "accuracy"])
+        w.writerow(["all", "", b["n"], f"{b['accuracy']:.6f}"])
+        w.writerows([facet, k, v["n"], f"{v['accuracy']:.6f}"] for facet, groups in b["by"].items()
+                    for k, v in groups.items())
+        atomic_write_text(args.csv, buf.getvalue())
     return 0

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -183,40 +182,30 @@ def format_report(rep: RegressReport) -> str:
 
 
 def write_junit(rep: RegressReport, path: str) -> None:
-    """Write a JUnit XML report atomically: one testcase per task, ``failure`` for regressions, ``error`` for
-    mismatches (plus one ``runs`` testcase carrying run-level problems)."""
-    suite = ET.Element("testsuite", name="analysis.regress")
-    cases = 0
-    failures = errors = 0
+    """Write a JUnit XML report atomically (``junit-xml``): one testcase per task, ``failure`` for regressions,
+    ``error`` for mismatches (plus one ``runs`` testcase carrying run-level problems)."""
+    from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+    cases = []
     for t in rep.tasks:
-        case = ET.SubElement(suite, "testcase", classname=f"regress.{rep.metric}", name=t.task, time="0")
-        cases += 1
+        case = TestCase(t.task, classname=f"regress.{rep.metric}", elapsed_sec=0.0)
         detail = (f"baseline={t.baseline_acc:.4f} candidate={t.candidate_acc:.4f} change={t.change:+.4f} "
                   f"n={t.n} b01={t.b01} b10={t.b10} p={t.pvalue:.4g} p_holm={t.p_holm:.4g}")
         if t.status == "regression":
-            failures += 1
-            ET.SubElement(case, "failure", message=t.reason, type="regression").text = detail
+            case.add_failure_info(message=t.reason, output=detail, failure_type="regression")
         elif t.status == "mismatch":
-            errors += 1
-            ET.SubElement(case, "error", message=t.reason, type="mismatch").text = detail
+            case.add_error_info(message=t.reason, output=detail, error_type="mismatch")
         else:
-            ET.SubElement(case, "system-out").text = detail
+            case.stdout = detail
+        cases.append(case)
     if rep.problems:
-        case = ET.SubElement(suite, "testcase", classname=f"regress.{rep.metric}", name="runs", time="0")
-        cases += 1
-        errors += 1
-        ET.SubElement(case, "error", message="; ".join(rep.problems), type="mismatch").text = "\n".join(rep.problems)
-    suite.set("tests", str(cases))
-    suite.set("failures", str(failures))
-    suite.set("errors", str(errors))
-    props = ET.Element("properties")
-    for k, v in (("baseline", rep.baseline), ("candidate", rep.candidate), ("tolerance", str(rep.tolerance)),
-                 ("alpha", str(rep.alpha))):
-        ET.SubElement(props, "property", name=k, value=v)
-    suite.insert(0, props)
-    root = ET.Element("testsuites", tests=str(cases), failures=str(failures), errors=str(errors))
-    root.append(suite)
-    atomic_write_bytes(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+        case = TestCase("runs", classname=f"regress.{rep.metric}", elapsed_sec=0.0)
+        case.add_error_info(message="; ".join(rep.problems), output="\n".join(rep.problems), error_type="mismatch")
+        cases.append(case)
+    props = {"baseline": rep.baseline, "candidate": rep.candidate, "tolerance": str(rep.tolerance),
+             "alpha": str(rep.alpha)}
+    suite = TestSuite("analysis.regress", cases, properties=props)
+    atomic_write_bytes(path, to_xml_report_string([suite], encoding="utf-8").encode("utf-8"))
 
 
 def _error_report(reason: str, args: argparse.Namespace) -> RegressReport:

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from .tables import markdown_table
+
 __all__ = ["build_report", "write_report", "find_outputs"]
 
 KINDS = {"lens_summary.json": "lens", "trace_summary.json": "trace", "heads_summary.json": "heads",
@@ -61,10 +63,8 @@ def _is_p(col: str) -> bool:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        out.append("| " + " | ".join(_fmt(v, pvalue=_is_p(h)) for h, v in zip(header, r)) + " |")
-    return out + [""]
+    text = markdown_table(header, [[_fmt(v, pvalue=_is_p(h)) for h, v in zip(header, r)] for r in rows])
+    return text.rstrip("\n").split("\n") + [""]
 
 
 def _rel(p: Path, base: Path) -> str:

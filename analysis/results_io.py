@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+from lm_eval.utils import get_file_datetime, get_file_task_name, sanitize_task_name
 
 from audio_tasks.model_args import LOAD_ARGS
 
@@ -234,12 +235,9 @@ class Run:
 
 
 def _date_id(path: Path) -> str:
-    """``results_2025-01-01T12-00-00.123456.json`` -> ``2025-01-01T12-00-00.123456`` (lm-eval's convention)."""
-    stem = path.name
-    for suffix in (".jsonl", ".json"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    return stem[stem.rfind("_") + 1 :]
+    """``results_2025-01-01T12-00-00.123456.json`` -> ``2025-01-01T12-00-00.123456`` (lm-eval's own helper,
+    ``lm_eval.utils.get_file_datetime``, which strips ``.jsonl`` only)."""
+    return get_file_datetime(path.name.removesuffix(".json"))
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -258,8 +256,7 @@ def _samples_file(folder: Path, task: str, date_id: str) -> Path | None:
     if exact.is_file():
         return exact
     for cand in folder.glob(f"samples_*_{date_id}.jsonl"):  # tolerate sanitised task names
-        name = cand.name[len("samples_") : cand.name.rfind("_")]
-        if name.replace("-", "_") == task.replace("-", "_"):
+        if sanitize_task_name(get_file_task_name(cand.name)) == sanitize_task_name(task):
             return cand
     return None
 
@@ -328,6 +325,8 @@ def _find_results(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ResultsError(f"{path} does not exist")
+    # The glob is lm_eval.utils.get_results_filenames' rule ("/results_" and ".json") applied to file names;
+    # that helper filters path strings of a hub listing and would miss a results file named without a folder.
     return sorted(p for p in path.rglob("results_*.json") if p.is_file())
 
 

@@ -380,15 +380,17 @@ def _tolist(a: np.ndarray) -> Any:
 
 
 def _nan_stats(a: np.ndarray) -> dict[str, Any]:
-    """Mean / std (ddof=1) / sem / count over axis 0, ignoring NaNs."""
+    """Mean / std (ddof=1) / sem (``scipy.stats.sem``) / count over axis 0, ignoring NaNs."""
     import warnings
+
+    from scipy.stats import sem as _sem
 
     n = np.isfinite(a).sum(0)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         mean = np.nanmean(a, 0)
         std = np.nanstd(a, 0, ddof=1) if a.shape[0] > 1 else np.full(a.shape[1:], np.nan)
-        sem = std / np.sqrt(np.maximum(n, 1))
+        sem = _sem(a, axis=0, ddof=1, nan_policy="omit") if a.shape[0] > 1 else np.full(a.shape[1:], np.nan)
     return {"mean": _tolist(mean), "std": _tolist(std), "sem": _tolist(sem), "n": np.asarray(n).astype(int).tolist()}
 
 

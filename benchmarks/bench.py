@@ -3,8 +3,11 @@
     python -m benchmarks.bench --device cpu --config small --out DIR
     python -m benchmarks.bench --device cuda --config full --out DIR     # Qwen2-Audio-7B sizes, random bf16
 
-The model is built from a config with random weights (no download); the tokenizer / processor come from the
-tiny builder (:func:`audio_tasks.tiny.build`).  Clips are SAKURA-like synthetic audio (noise / tones) of
+The model is built from a config with random weights (no download) through
+``interventions.load_engine(..., random_weights=True)``; the tokenizer / processor come from the tiny builder
+(:func:`audio_tasks.tiny.build`); items from lm-eval requests through :func:`audio_tasks.requests.build_items`.
+Times: ``torch.utils.benchmark.Timer`` (median of ``--repeats`` measurements, each after a warm-up run).
+Clips are SAKURA-like synthetic audio (noise / tones) of
 realistic lengths.  Every path and its baseline run in the same process; results go to DIR/results.json and
 DIR/results.md (written atomically).  FLOPs are analytic estimates (2 * params * tokens + attention + encoder).
 """
@@ -25,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.benchmark import Timer
 
 from audio_tasks.data.sakura_tracks import TRACKS as SAKURA_TRACKS
 
@@ -33,7 +37,7 @@ SR = 16000
 CONFIGS: dict[str, dict[str, Any]] = {
     # text: hidden, layers, heads, kv heads, intermediate, vocab; audio encoder: d_model, layers, heads, ffn
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=4, inter=128, vocab=None, a_dim=32, a_layers=1,
-                 a_heads=2, a_ffn=64, dtype="float32", docs=2, batch=2, repeats=1, scaling_docs=2, warmup=False,
+                 a_heads=2, a_ffn=64, dtype="float32", docs=2, batch=2, repeats=1, scaling_docs=2,
                  tasks=("gender", "animal"), scaling=False),
     "small": dict(hidden=512, layers=8, heads=8, kv_heads=8, inter=1376, vocab=8192, a_dim=256, a_layers=2,
                   a_heads=4, a_ffn=1024, dtype="float32", docs=8, batch=8, repeats=1, scaling_docs=4),
@@ -54,15 +58,13 @@ TARGETS = {
 
 # ---- model -----------------------------------------------------------------------------------------------
 
-def build_model(cfg: dict[str, Any], device: str, tok_dir: Path, *, layers: int | None = None, seed: int = 0):
-    from transformers import AutoProcessor, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
-
-    from interventions.engine import Engine
-    from interventions.specs import spec_for_config
+def bench_checkpoint(cfg: dict[str, Any], tok_dir: Path, out: Path, *, layers: int | None = None) -> Path:
+    """Write the benchmark model's checkpoint folder: a Qwen2-Audio config of ``cfg``'s sizes and the tiny
+    builder's processor, no weights (``load_engine(..., random_weights=True)`` draws them on the device)."""
+    from transformers import AutoProcessor, Qwen2AudioConfig
 
     proc = AutoProcessor.from_pretrained(str(tok_dir))
     tok = proc.tokenizer
-    tok.padding_side = "left"
     vocab = cfg["vocab"] or len(tok)
     mcfg = Qwen2AudioConfig(
         audio_config=dict(d_model=cfg["a_dim"], encoder_layers=cfg["a_layers"], encoder_attention_heads=cfg["a_heads"],
@@ -73,22 +75,22 @@ def build_model(cfg: dict[str, Any], device: str, tok_dir: Path, *, layers: int 
                          max_position_embeddings=8192, tie_word_embeddings=False, rms_norm_eps=1e-6),
         audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    text_cfg: Any = mcfg.text_config  # a Qwen2Config here (transformers types it as dict | config | None)
-    text_cfg._attn_implementation = "sdpa"
-    dtype = getattr(torch, cfg["dtype"])
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+def bench_engine(cfg: dict[str, Any], device: str, tok_dir: Path, *, layers: int | None = None, seed: int = 0):
+    """The engine of the benchmark model through :func:`interventions.load_engine` (random weights from ``seed``)."""
+    from interventions import load_engine
+
+    ckpt = bench_checkpoint(cfg, tok_dir, Path(tempfile.mkdtemp(prefix="bench_model_")), layers=layers)
     torch.manual_seed(seed)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = Qwen2AudioForConditionalGeneration(mcfg)
-    finally:
-        torch.set_default_dtype(old)
-    model.to(device=device, dtype=dtype).eval()
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    spec = spec_for_config(mcfg)
-    return Engine(model, proc, spec), proc
+    engine = load_engine(ckpt, device=device, dtype=cfg["dtype"], attn_implementation="sdpa", random_weights=True)
+    gen: Any = engine.model.generation_config  # a GenerationConfig (model typed as nn.Module)
+    gen.eos_token_id, gen.pad_token_id = engine.tokenizer.eos_token_id, engine.tokenizer.pad_token_id
+    return engine
 
 
 def param_counts(engine) -> dict[str, int]:
@@ -132,24 +134,13 @@ def cut_window(items) -> int:
 
 
 def matmul_peak(device: str, dtype: torch.dtype) -> float:
-    """Measured dense matmul TFLOP/s in this process (CPU) or on this GPU."""
+    """Measured dense matmul TFLOP/s in this process (CPU) or on this GPU (best of 4 blocks of 3 products)."""
     n = 2048 if device == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(8):
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(3):
-            a @ b
-        _sync(device)
-        best = min(best, (time.perf_counter() - t) / 3)
+    timer = Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    best = min(timer.timeit(number=3).mean for _ in range(4))
     return 2.0 * n ** 3 / best / 1e12
-
-
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -173,44 +164,34 @@ def clip_lengths(rng: np.random.Generator, mean: float, n: int) -> list[float]:
     return [max(0.5, round(float(mean * rng.uniform(0.85, 1.15)), 1)) for _ in range(n)]
 
 
-def split_continuation(engine, prompt: str, cont: str) -> list[int]:
-    whole = engine.encode_text(prompt + cont)
-    ctx = engine.encode_text(prompt)
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return whole[len(ctx):]
-    return engine.encode_text(cont)
-
-
 def make_items(engine, task: str, clips: list[np.ndarray], prompt: str = "p3", labels=None) -> list[Any]:
-    from interventions.scoring import MCItem
+    """Scoring items of ``clips`` as ``audio_lalm`` builds them: lm-eval requests through
+    :func:`audio_tasks.requests.build_items` (chat rendering, continuation split, tokenization)."""
+    from lm_eval.api.instance import Instance
+
+    from audio_tasks.requests import build_items
 
     labs, question, prefix, _ = TASKS[task]
     labs = tuple(labels or labs)
     user = {"p1": "", "p2": question, "p3": f"{question} Possible options: {', '.join(labs)}."}[prompt]
-    text = engine.render_chat(user, assistant_prefix=prefix)
-    items = []
-    for i, c in enumerate(clips):
-        tok = engine.tokenize(text, [c])
-        conts = [split_continuation(engine, text, " " + lab) for lab in labs]
-        items.append(MCItem(tok, conts, {"gold": i % len(labs), "prompt": text, "labels": labs,
-                                         "doc": {"choices": list(labs), "assistant_prefix": prefix}}))
+    doc = {"user_prompt": user, "assistant_prefix": prefix, "choices": list(labs)}
+    reqs = [Instance(request_type="loglikelihood", doc=doc, idx=j, metadata=(f"bench_{task}", i, 1),
+                     arguments=(user, " " + lab, {"audio": [{"array": c, "sampling_rate": SR}]}))
+            for i, c in enumerate(clips) for j, lab in enumerate(labs)]
+    items = build_items(engine, reqs, collisions="allow")
+    for i, it in enumerate(items):
+        it.meta.update(gold=i % len(labs), labels=labs)
     return items
 
 
 # ---- timing ----------------------------------------------------------------------------------------------
 
-def timed(device: str, fn: Callable[[], Any], repeats: int, warmup: bool = True) -> float:
-    """Median wall seconds of ``fn`` over ``repeats`` runs (after one warm-up run unless ``warmup`` is False)."""
-    if warmup:
-        fn()
-    ts = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall seconds of ``fn`` over ``repeats`` measurements by ``torch.utils.benchmark.Timer``
+    (``blocked_autorange`` with no minimum time: one run sizes the block and serves as the warm-up, the next
+    one is measured; the accelerator is synchronised around it and this process' thread count kept)."""
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return statistics.median(timer.blocked_autorange(min_run_time=0.0).median for _ in range(repeats))
 
 
 def peak_mem_mb(device: str) -> float:
@@ -393,7 +374,6 @@ def run_bench(args) -> dict[str, Any]:
 
     cfg = _bench_config(args)
     dev = args.device
-    warm = bool(cfg.get("warmup", True))
     tasks = cfg.get("tasks", tuple(TASKS))
     if dev == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
@@ -402,7 +382,8 @@ def run_bench(args) -> dict[str, Any]:
     tok_dir = Path(tempfile.mkdtemp(prefix="bench_tok_"))
     build("qwen2_audio", tok_dir, layers=1, hidden=32, heads=2, kv_heads=1, audio_dim=16, audio_layers=1)
     t_start = time.perf_counter()
-    engine, proc = build_model(cfg, dev, tok_dir)
+    engine = bench_engine(cfg, dev, tok_dir)
+    proc = engine.processor
     fl = Flops(engine)
     dtype = engine.dtype
     peak = matmul_peak(dev, dtype)
@@ -426,14 +407,14 @@ def run_bench(args) -> dict[str, Any]:
     items_by_task = {t: make_items(engine, t, clips[t]) for t in tasks}
     for task, items in items_by_task.items():
         reset_mem(dev)
-        s = timed(dev, lambda: ours(engine, items, B), R, warm)
+        s = timed(lambda: ours(engine, items, B), R)
         row = {"choices": len(items[0].continuations), "ours": entry(s, N, flops_ours(fl, items, B))}
         if task in ("gender", "animal"):
             reset_mem(dev)
-            sb = timed(dev, lambda: baseline_per_choice(engine, proc, items), 1, warm)
+            sb = timed(lambda: baseline_per_choice(engine, proc, items), 1)
             row["per_choice_batch1"] = entry(sb, N, flops_per_choice(fl, items))
             reset_mem(dev)
-            sg = timed(dev, lambda: baseline_generate(engine, proc, items), 1, warm)
+            sg = timed(lambda: baseline_generate(engine, proc, items), 1)
             row["generate16"] = entry(sg, N, flops_generate(fl, items))
             row["speedup_vs_per_choice"] = sb / s
             row["speedup_vs_generate"] = sg / s
@@ -444,23 +425,26 @@ def run_bench(args) -> dict[str, Any]:
     clips2 = clips["gender"]
     cfg_items = [make_items(engine, "gender", clips2, p) for p in ("p1", "p2", "p3")]
 
+    runs = {"shared": 0, "independent": 0}  # the engine's counters are divided by the runs the Timer made
+
     def shared():
+        runs["shared"] += 1
         several_configs_shared(engine, cfg_items, B)
 
     def independent():
+        runs["independent"] += 1
         for its in cfg_items:
             ours(engine, its, B)
 
-    runs = R + (1 if warm else 0)
     e0, p0, h0 = engine.encoder_calls, engine.prefix_tokens_computed, engine.prefix_hits
-    s_sh = timed(dev, shared, R, warm)
-    enc_shared = (engine.encoder_calls - e0) // runs
-    prefix_tokens = (engine.prefix_tokens_computed - p0) // runs
-    prefix_hits = (engine.prefix_hits - h0) // runs
+    s_sh = timed(shared, R)
+    enc_shared = (engine.encoder_calls - e0) // runs["shared"]
+    prefix_tokens = (engine.prefix_tokens_computed - p0) // runs["shared"]
+    prefix_hits = (engine.prefix_hits - h0) // runs["shared"]
     e0 = engine.encoder_calls
-    s_ind = timed(dev, independent, R, warm)
-    enc_ind = (engine.encoder_calls - e0) // runs
-    s_one = statistics.mean(timed(dev, lambda its=its: ours(engine, its, B), R, warm) for its in cfg_items)
+    s_ind = timed(independent, R)
+    enc_ind = (engine.encoder_calls - e0) // runs["independent"]
+    s_one = statistics.mean(timed(lambda its=its: ours(engine, its, B), R) for its in cfg_items)
     res["T2"] = {"k": 3, "shared_seconds": s_sh, "independent_seconds": s_ind, "one_config_seconds": s_one,
                  "cost_ratio_k3": s_sh / s_one, "independent_ratio_k3": s_ind / s_one,
                  "encoder_calls_shared": enc_shared, "encoder_calls_independent": enc_ind, "clips": N,
@@ -472,24 +456,24 @@ def run_bench(args) -> dict[str, Any]:
     L2 = engine.num_layers
     sweep = [Enrich(1, lam, min(2, L2 - 1)) for lam in (0.5, 1.0, 2.0)]
     items_p3 = cfg_items[2]
-    s_iv_sh = timed(dev, lambda: several_configs_shared(engine, [items_p3] * 3, B, sweep), R, warm)
-    s_iv_one = statistics.mean(timed(dev, lambda iv=iv: ours(engine, items_p3, B, iv), R, warm) for iv in sweep)
+    s_iv_sh = timed(lambda: several_configs_shared(engine, [items_p3] * 3, B, sweep), R)
+    s_iv_one = statistics.mean(timed(lambda iv=iv: ours(engine, items_p3, B, iv), R) for iv in sweep)
     res["T2"]["interventions"] = {"configs": [iv.describe() for iv in sweep], "shared_seconds": s_iv_sh,
                                   "one_config_seconds": s_iv_one, "cost_ratio_k3": s_iv_sh / s_iv_one}
 
     # ---- T3: lens of all layers at two positions ------------------------------------------------------------
     items = items_by_task["gender"]
-    s_plain = timed(dev, lambda: ours(engine, items, B), R, warm)
-    s_lens = timed(dev, lambda: lens_two_positions(engine, items, B), R, warm)
+    s_plain = timed(lambda: ours(engine, items, B), R)
+    s_lens = timed(lambda: lens_two_positions(engine, items, B), R)
     res["T3"] = {"plain_seconds": s_plain, "lens_seconds": s_lens, "ratio": s_lens / s_plain,
                  "layers": engine.num_layers + 1, "positions": 2}
 
     # ---- T4: layer-wise causal tracing ------------------------------------------------------------------------
     n4 = max(1, min(N, args.trace_docs or N))
     items4 = items[:n4]
-    s_plain4 = timed(dev, lambda: ours(engine, items4, B), R, warm)
-    s_tr = timed(dev, lambda: tracing_batched(engine, items4), R, warm)
-    s_nv = timed(dev, lambda: tracing_naive(engine, items4), 1, warm)
+    s_plain4 = timed(lambda: ours(engine, items4, B), R)
+    s_tr = timed(lambda: tracing_batched(engine, items4), R)
+    s_nv = timed(lambda: tracing_naive(engine, items4), 1)
     res["T4"] = {"docs": n4, "layers": engine.num_layers, "plain_ms_per_doc": 1e3 * s_plain4 / n4,
                  "batched_ms_per_doc": 1e3 * s_tr / n4, "naive_ms_per_doc": 1e3 * s_nv / n4,
                  "plain_equiv": s_tr / s_plain4, "naive_plain_equiv": s_nv / s_plain4,
@@ -500,9 +484,9 @@ def run_bench(args) -> dict[str, Any]:
     heads = [(max(1, L - 2), 0), (max(1, L - 1), 1 % H), (L, 2 % H)]
     lg = LayerGuided(weights=layer_weights(heads), alpha=1.0, heads=heads)
     hs = HeadSteer(heads=heads, alpha=1.0)
-    s_un = timed(dev, lambda: ours(engine, items, B), R, warm)
-    s_lg = timed(dev, lambda: ours(engine, items, B, lg), R, warm)
-    s_hs = timed(dev, lambda: ours(engine, items, B, hs), R, warm)
+    s_un = timed(lambda: ours(engine, items, B), R)
+    s_lg = timed(lambda: ours(engine, items, B, lg), R)
+    s_hs = timed(lambda: ours(engine, items, B, hs), R)
     res["T5"] = {"unsteered_seconds": s_un, "layer_guided_seconds": s_lg, "head_seconds": s_hs,
                  "layer_guided_ratio": s_lg / s_un, "head_ratio": s_hs / s_un, "heads": [list(h) for h in heads]}
 
@@ -549,7 +533,6 @@ def batch_auto_check(tok_dir: Path, dev: str, clips: list[np.ndarray]) -> dict[s
 
 
 def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
-    warm = bool(cfg.get("warmup", True))
     n = cfg["scaling_docs"] if not args.docs else min(cfg["scaling_docs"], args.docs)
     B, R = cfg["batch"], cfg["repeats"]
     rng = np.random.default_rng(1)
@@ -558,16 +541,16 @@ def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
     for sec in (2.0, 4.0, 8.0):
         cl = [make_clip(rng, sec, "gender") for _ in range(n)]
         its = make_items(engine, "gender", cl)
-        s = timed(dev, lambda: ours(engine, its, B), R, warm)
+        s = timed(lambda: ours(engine, its, B), R)
         rows.append({"clip_s": sec, "tokens": int(its[0].tok.input_ids.shape[0]), "ms_per_doc": 1e3 * s / n})
     out["clip_length"] = rows
     rows = []
     cl = [make_clip(rng, 4.5, "animal") for _ in range(n)]
     for k in (2, 5, 9):
         its = make_items(engine, "animal", cl, labels=TASKS["animal"][0][:k])
-        s = timed(dev, lambda: ours(engine, its, B), R, warm)
+        s = timed(lambda: ours(engine, its, B), R)
         row = {"choices": k, "ms_per_doc": 1e3 * s / n}
-        sb = timed(dev, lambda: baseline_per_choice(engine, engine.processor, its), 1, warm)
+        sb = timed(lambda: baseline_per_choice(engine, engine.processor, its), 1)
         row["per_choice_ms_per_doc"] = 1e3 * sb / n
         row["speedup"] = sb / s
         rows.append(row)
@@ -575,9 +558,9 @@ def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
     rows = []
     cl = [make_clip(rng, 5.8, "gender") for _ in range(n)]
     for layers in (2, 4, 8):
-        eng, _ = build_model(cfg, dev, tok_dir, layers=layers)
+        eng = bench_engine(cfg, dev, tok_dir, layers=layers)
         its = make_items(eng, "gender", cl)
-        s = timed(dev, lambda: ours(eng, its, B), R, warm)
+        s = timed(lambda: ours(eng, its, B), R)
         rows.append({"layers": layers, "ms_per_doc": 1e3 * s / n})
     out["layers"] = rows
     return out
@@ -587,6 +570,12 @@ def scaling(cfg, dev, tok_dir, engine, args) -> dict[str, Any]:
 
 def _f(x: float, nd: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    from analysis.tables import markdown_table
+
+    return markdown_table(header, rows).rstrip("\n")
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -600,8 +589,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Benchmark results ({res['config']} config, {res['device']}, {res['dtype']})", "",
              f"Peak (measured matmul): {_f(res['peak_tflops'], 3)} TFLOP/s; docs/task {res['docs_per_task']}, "
              f"batch {res['batch']}, repeats {res['repeats']}; "
-             f"process peak memory {_f(res['peak_mem_mb_process'], 0)} MB.",
-             "", "| target | goal | measured | status |", "|---|---|---|---|"]
+             f"process peak memory {_f(res['peak_mem_mb_process'], 0)} MB.", ""]
     rows = [
         ("T1 ms/doc (worst task)", "<= 16 ms (H100 full)", f"{_f(worst_ms, 1)} ms", worst_ms <= 16),
         ("T1 speedup vs per-choice, gender", ">= 2.5x", f"{_f(g.get('speedup_vs_per_choice', float('nan')))}x",
@@ -623,29 +611,28 @@ def markdown(res: dict[str, Any]) -> str:
         ("T5 head steering / unsteered", "<= 2.1x", f"{_f(t5['head_ratio'])}x", t5["head_ratio"] <= 2.1),
         ("batch_size=auto completes", "no OOM", str(res["batch_auto"]["completed"]), res["batch_auto"]["completed"]),
     ]
-    for name, goal, meas, ok in rows:
-        lines.append(f"| {name} | {goal} | {meas} | {'-' if ok is None else met(bool(ok))} |")
-    lines += ["", "## T1 per task", "",
-              "| task | choices | path | ms/doc | docs/s | TFLOP/s | MFU | peak mem MB |",
-              "|---|---|---|---|---|---|---|---|"]
-    for task, r in t1.items():
-        for path in ("ours", "per_choice_batch1", "generate16"):
-            if path in r:
-                e = r[path]
-                lines.append(f"| {task} | {r['choices']} | {path} | {_f(e['ms_per_doc'], 1)} | {_f(e['docs_per_s'])} | "
-                             f"{_f(e['tflops'], 4)} | {_f(100 * e['mfu'], 1)}% | {_f(e['peak_mem_mb'], 0)} |")
+    lines.append(_table(["target", "goal", "measured", "status"],
+                        [[name, goal, meas, "-" if ok is None else met(bool(ok))] for name, goal, meas, ok in rows]))
+    lines += ["", "## T1 per task", ""]
+    lines.append(_table(["task", "choices", "path", "ms/doc", "docs/s", "TFLOP/s", "MFU", "peak mem MB"],
+                        [[task, r["choices"], path, _f(e["ms_per_doc"], 1), _f(e["docs_per_s"]), _f(e["tflops"], 4),
+                          f"{_f(100 * e['mfu'], 1)}%", _f(e["peak_mem_mb"], 0)]
+                         for task, r in t1.items() for path in ("ours", "per_choice_batch1", "generate16")
+                         if path in r for e in (r[path],)]))
     lines += ["", f"T4: batched {_f(t4['batched_ms_per_doc'], 1)} ms/doc, "
               f"naive {_f(t4['naive_ms_per_doc'], 1)} ms/doc, "
               f"plain {_f(t4['plain_ms_per_doc'], 1)} ms/doc ({t4['layers']} layers, {t4['docs']} docs)."]
     sc = res.get("scaling")
     if sc:
-        lines += ["", "## Scaling (ours, ms/doc)", "", "| clip s | prompt tokens | ms/doc |", "|---|---|---|"]
-        lines += [f"| {r['clip_s']} | {r['tokens']} | {_f(r['ms_per_doc'], 1)} |" for r in sc["clip_length"]]
-        lines += ["", "| choices | ours ms/doc | per-choice ms/doc | speedup |", "|---|---|---|---|"]
-        lines += [f"| {r['choices']} | {_f(r['ms_per_doc'], 1)} | {_f(r['per_choice_ms_per_doc'], 1)} | "
-                  f"{_f(r['speedup'])}x |" for r in sc["choices"]]
-        lines += ["", "| text layers | ms/doc |", "|---|---|"]
-        lines += [f"| {r['layers']} | {_f(r['ms_per_doc'], 1)} |" for r in sc["layers"]]
+        lines += ["", "## Scaling (ours, ms/doc)", ""]
+        lines.append(_table(["clip s", "prompt tokens", "ms/doc"],
+                            [[r["clip_s"], r["tokens"], _f(r["ms_per_doc"], 1)] for r in sc["clip_length"]]))
+        lines += [""]
+        lines.append(_table(["choices", "ours ms/doc", "per-choice ms/doc", "speedup"],
+                            [[r["choices"], _f(r["ms_per_doc"], 1), _f(r["per_choice_ms_per_doc"], 1),
+                              f"{_f(r['speedup'])}x"] for r in sc["choices"]]))
+        lines += [""]
+        lines.append(_table(["text layers", "ms/doc"], [[r["layers"], _f(r["ms_per_doc"], 1)] for r in sc["layers"]]))
     return "\n".join(lines) + "\n"
 
 
@@ -658,7 +645,7 @@ def flops_estimate(config: str, docs: int = 64, batch: int = 16) -> dict[str, An
     cfg = dict(CONFIGS[config])
     tok_dir = Path(tempfile.mkdtemp(prefix="bench_tok_"))
     build("qwen2_audio", tok_dir, layers=1, hidden=32, heads=2, kv_heads=1, audio_dim=16, audio_layers=1)
-    engine, _ = build_model(cfg, "meta", tok_dir)
+    engine = bench_engine(cfg, "meta", tok_dir)
     fl = Flops(engine)
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"config": config, "params": fl.p, "docs": docs, "batch": batch, "tasks": {}}
@@ -682,15 +669,14 @@ def flops_markdown(est: dict[str, Any]) -> str:
     lines = [f"# Analytic FLOPs per doc ({est['config']} config; not a measurement)", "",
              f"Parameters: text (non-embedding) {p['text_nonembed'] / 1e9:.2f} B, embedding {p['embed'] / 1e9:.2f} B, "
              f"LM head {p['lm_head'] / 1e9:.2f} B, audio encoder + projector {p['encoder'] / 1e9:.2f} B; "
-             f"{est['docs']} synthetic clips per task, batch {est['batch']}.", "",
-             "| task | choices | prompt tokens | ours TFLOP | ours with 30-s window | encoder share (ours) "
-             "| per-choice TFLOP | generate-16 TFLOP | per-choice / ours | generate-16 / ours |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for t, r in est["tasks"].items():
-        lines.append(f"| {t} | {r['choices']} | {_f(r['prompt_tokens'], 0)} | {_f(r['ours_tflop'])} | "
-                     f"{_f(r['ours_30s_window_tflop'])} | {_f(100 * r['encoder_share_ours'], 0)}% | "
-                     f"{_f(r['per_choice_tflop'])} | {_f(r['generate16_tflop'])} | "
-                     f"{_f(r['flop_ratio_per_choice'])}x | {_f(r['flop_ratio_generate16'])}x |")
+             f"{est['docs']} synthetic clips per task, batch {est['batch']}.", ""]
+    lines.append(_table(["task", "choices", "prompt tokens", "ours TFLOP", "ours with 30-s window",
+                         "encoder share (ours)", "per-choice TFLOP", "generate-16 TFLOP", "per-choice / ours",
+                         "generate-16 / ours"],
+                        [[t, r["choices"], _f(r["prompt_tokens"], 0), _f(r["ours_tflop"]),
+                          _f(r["ours_30s_window_tflop"]), f"{_f(100 * r['encoder_share_ours'], 0)}%",
+                          _f(r["per_choice_tflop"]), _f(r["generate16_tflop"]), f"{_f(r['flop_ratio_per_choice'])}x",
+                          f"{_f(r['flop_ratio_generate16'])}x"] for t, r in est["tasks"].items()]))
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench import CONFIGS, SR, TASKS, build_model, clip_lengths, make_clip, make_items
+from benchmarks.bench import CONFIGS, SR, TASKS, bench_engine, clip_lengths, make_clip, make_items
 
 SECTIONS = ("prep", "perchoice", "generate", "sakura")
 
@@ -190,7 +190,8 @@ def bench_perchoice(args, res: dict[str, Any]) -> None:
     cfg = dict(CONFIGS["small"])
     tok_dir = Path(tempfile.mkdtemp(prefix="bench_tok_"))
     bench_tok_dir(tok_dir)
-    engine, proc = build_model(cfg, "cpu", tok_dir)
+    engine = bench_engine(cfg, "cpu", tok_dir)
+    proc = engine.processor
     rng = np.random.default_rng(0)
     out = {}
     for task in ("gender", "animal"):
@@ -206,8 +207,8 @@ def bench_perchoice(args, res: dict[str, Any]) -> None:
             return [s for b in range(0, len(fresh), cfg["batch"])
                     for s in score_items(engine, fresh[b:b + cfg["batch"]])]
 
-        t_ours = bench.timed("cpu", ours, args.repeats)
-        t_pc = bench.timed("cpu", lambda: per_choice_batched(engine, proc, items, 32), args.repeats)
+        t_ours = bench.timed(ours, args.repeats)
+        t_pc = bench.timed(lambda: per_choice_batched(engine, proc, items, 32), args.repeats)
         a = [s.loglik for s in ours()]
         b = per_choice_batched(engine, proc, items, 32)
         flat = [x for r in a for x in r]
@@ -267,7 +268,7 @@ def bench_generate(args, res: dict[str, Any]) -> None:
     cfg = dict(CONFIGS["small"])
     tok_dir = Path(tempfile.mkdtemp(prefix="bench_tok_"))
     bench_tok_dir(tok_dir)
-    engine, _ = build_model(cfg, "cpu", tok_dir)
+    engine = bench_engine(cfg, "cpu", tok_dir)
     rng = np.random.default_rng(1)
     clips = [make_clip(rng, s, "gender") for s in clip_lengths(rng, TASKS["gender"][3], args.gen_docs)]
     items = make_items(engine, "gender", clips)
@@ -286,8 +287,8 @@ def bench_generate(args, res: dict[str, Any]) -> None:
             out.extend(greedy_generate(engine, toks[s:s + 16], max_new_tokens=m, until=[until] * len(toks[s:s + 16])))
         last["batched"] = out
 
-    t_loop = bench.timed("cpu", loop, args.repeats)
-    t_b = bench.timed("cpu", batched, args.repeats)
+    t_loop = bench.timed(loop, args.repeats)
+    t_b = bench.timed(batched, args.repeats)
     same = last["loop"] == [g.text for g in last["batched"]]
     n_tok = sum(len(g.ids) for g in last["batched"][:16])
     res["generate"] = {"docs": n, "max_new_tokens": m, "tokens_generated_first16": n_tok,
@@ -299,12 +300,12 @@ def bench_generate(args, res: dict[str, Any]) -> None:
 
 # ---- sakura group, embedded model ------------------------------------------------------------------------
 
-def _capture_requests(root: str, limit: int | None):
+def _capture_requests(root: str, limit: int | None, batch_size: int):
     import lm_eval
 
     from audio_tasks.model import AudioLALM
 
-    lm = AudioLALM(device="cpu", batch_size=args_bs)
+    lm = AudioLALM(device="cpu", batch_size=batch_size)
     captured: list[Any] = []
 
     def ll(requests, disable_tqdm=False):
@@ -317,16 +318,11 @@ def _capture_requests(root: str, limit: int | None):
     return captured
 
 
-args_bs = 16
-
-
 def bench_sakura(args, res: dict[str, Any]) -> None:
     from audio_tasks.model import AudioLALM
     from audio_tasks.pipeline import Preparer, default_workers, group_requests, prepare_all
 
-    global args_bs
-    args_bs = args.batch
-    reqs = _capture_requests(args.sakura_root, args.sakura_limit)
+    reqs = _capture_requests(args.sakura_root, args.sakura_limit, args.batch)
     n_docs = len(group_requests(reqs))
     lm = AudioLALM(device="cpu", batch_size=args.batch)
 
@@ -415,23 +411,29 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
     res["sakura"] = row
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    from analysis.tables import markdown_table
+
+    return markdown_table(header, rows).rstrip("\n")
+
+
 def to_md(res: dict[str, Any]) -> str:
     L = [f"# Pipeline benchmark ({res['date']})", "", f"Command: `{res['command']}`", "",
          f"Machine: {res['machine']}", ""]
     if "prep" in res:
         p = res["prep"]
         L += ["## Preparation, 5-s clips from WAV, 30-s Whisper window, cold", "",
-              "| workers | docs/s | ms/doc (wall) | CPU ms/doc (all threads) |", "|---|---|---|---|"]
-        L += [f"| {w} | {r['docs_per_s']:.1f} | {r['ms_per_doc']:.2f} | {r.get('cpu_ms_per_doc', float('nan')):.2f} |"
-              for w, r in p["workers"].items()]
+              _table(["workers", "docs/s", "ms/doc (wall)", "CPU ms/doc (all threads)"],
+                     [[w, f"{r['docs_per_s']:.1f}", f"{r['ms_per_doc']:.2f}",
+                       f"{r.get('cpu_ms_per_doc', float('nan')):.2f}"] for w, r in p["workers"].items()])]
         stages = ", ".join(f"{k} {v:.2f}" for k, v in p["stage_ms_per_doc"].items())
         L += ["", "Stages (in-line, ms/doc): " + stages, ""]
     if "perchoice" in res:
         L += ["## Ours vs per-choice batched at 32 (small config)", "",
-              "| task | choices | ours ms/doc | per-choice b32 ms/doc | speedup | max abs loglik diff |",
-              "|---|---|---|---|---|---|"]
-        L += [f"| {t} | {r['choices']} | {r['ours_ms_per_doc']:.1f} | {r['per_choice_b32_ms_per_doc']:.1f} | "
-              f"{r['speedup']:.2f}x | {r['max_abs_loglik_diff']:.1e} |" for t, r in res["perchoice"].items()]
+              _table(["task", "choices", "ours ms/doc", "per-choice b32 ms/doc", "speedup", "max abs loglik diff"],
+                     [[t, r["choices"], f"{r['ours_ms_per_doc']:.1f}", f"{r['per_choice_b32_ms_per_doc']:.1f}",
+                       f"{r['speedup']:.2f}x", f"{r['max_abs_loglik_diff']:.1e}"]
+                      for t, r in res["perchoice"].items()])]
         L.append("")
     if "generate" in res:
         g = res["generate"]
@@ -442,8 +444,8 @@ def to_md(res: dict[str, Any]) -> str:
               ""]
     if "sakura" in res:
         s = res["sakura"]
-        L += ["## SAKURA group, embedded model", "", "| quantity | value |", "|---|---|"]
-        L += [f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in s.items()]
+        L += ["## SAKURA group, embedded model", "",
+              _table(["quantity", "value"], [[k, f"{v:.2f}" if isinstance(v, float) else v] for k, v in s.items()])]
         L.append("")
     return "\n".join(L)
 

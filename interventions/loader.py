@@ -52,8 +52,15 @@ def resolve_dtype(name: Any, device: str):
 
 
 def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "auto", device: str = "cpu",
-               attn_implementation: str | None = None, trust_remote_code: bool = False, parallelize: bool = False):
-    """Load (model, processor, spec) for any architecture with a spec."""
+               attn_implementation: str | None = None, trust_remote_code: bool = False, parallelize: bool = False,
+               random_weights: bool = False):
+    """Load (model, processor, spec) for any architecture with a spec.
+
+    ``random_weights``: build the model from the checkpoint's config with freshly initialised weights, directly
+    on ``device`` (the benchmark's sizes; ``device="meta"`` counts parameters without memory); no weights file
+    is read."""
+    if random_weights and parallelize:
+        raise ValueError("random_weights=True builds the model on one device; it does not take parallelize=True")
     import transformers
     from transformers import AutoConfig, AutoProcessor
 
@@ -77,7 +84,15 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
                                          else {spec.text_config: attn_implementation})
     if parallelize:
         kwargs["device_map"] = "auto"
-    model = cls.from_pretrained(pretrained, **kwargs)
+    if random_weights:
+        import torch
+
+        kwargs.pop("revision")
+        kwargs.pop("trust_remote_code")
+        with torch.device(device):
+            model = cls._from_config(config, **kwargs)
+    else:
+        model = cls.from_pretrained(pretrained, **kwargs)
     if not parallelize:
         model.to(device)
     model.eval()
@@ -94,12 +109,13 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
 def load_engine(pretrained: str | Path | None = None, *, revision: str | None = None, dtype: Any = "auto",
                 device: str | None = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
                 parallelize: bool = False, encoder_cache_bytes: int | None = None,
-                prefix_cache_bytes: int | None = None) -> Engine:
+                prefix_cache_bytes: int | None = None, random_weights: bool = False) -> Engine:
     """The :class:`Engine` for ``pretrained`` (default: the embedded reference model).
 
     ``device`` None: CUDA when available, else the CPU.  ``encoder_cache_bytes`` / ``prefix_cache_bytes``: byte
     budgets of the engine's encoder and prefix-KV caches (None: the defaults,
-    :data:`~interventions.engine.DEFAULT_ENCODER_CACHE_BYTES` / ``DEFAULT_PREFIX_CACHE_BYTES``).  Raises
+    :data:`~interventions.engine.DEFAULT_ENCODER_CACHE_BYTES` / ``DEFAULT_PREFIX_CACHE_BYTES``).
+    ``random_weights``: the checkpoint's architecture with random weights (see :func:`load_model`).  Raises
     ``FileNotFoundError`` when no checkpoint is given and the reference model is missing, ``ValueError`` for an
     unknown ``dtype`` or a negative budget (before loading)."""
     import torch
@@ -122,5 +138,6 @@ def load_engine(pretrained: str | Path | None = None, *, revision: str | None = 
         pretrained = ref
     model, processor, spec = load_model(str(pretrained), revision=revision, dtype=dtype, device=str(device),
                                         attn_implementation=attn_implementation,
-                                        trust_remote_code=trust_remote_code, parallelize=parallelize)
+                                        trust_remote_code=trust_remote_code, parallelize=parallelize,
+                                        random_weights=random_weights)
     return Engine(model, processor, spec, **budgets)

@@ -54,3 +54,24 @@ def test_load_engine_defaults_to_reference_model_and_checks_dtype():
     assert reference_model_dir() == REFERENCE_MODEL_DIR
     engine = load_engine(device="cpu")
     assert engine.num_layers == engine.spec.num_layers(engine.model) > 0
+
+
+def test_load_engine_random_weights_keeps_the_architecture_not_the_weights(tiny_qwen2_audio_dir):
+    """random_weights=True (the benchmark's path): the checkpoint's architecture and dtype, freshly drawn weights
+    (none read from the file), on the requested device; the meta device holds no memory."""
+    from interventions import load_engine
+
+    saved = dict(load_engine(tiny_qwen2_audio_dir, device="cpu", dtype="fp32").model.named_parameters())
+    torch.manual_seed(123)
+    params = dict(load_engine(tiny_qwen2_audio_dir, device="cpu", dtype="bf16",
+                              random_weights=True).model.named_parameters())
+    assert len(saved) > 10 and {n: tuple(p.shape) for n, p in params.items()} == {n: tuple(p.shape)
+                                                                                  for n, p in saved.items()}
+    assert all(p.dtype == torch.bfloat16 for p in params.values())
+    varied = [n for n, p in saved.items() if p.std() > 0]
+    assert varied and not any(torch.equal(params[n].float(), saved[n].to(torch.bfloat16).float()) for n in varied)
+    meta = load_engine(tiny_qwen2_audio_dir, device="meta", random_weights=True)
+    assert all(p.is_meta for p in meta.model.parameters())
+    assert sum(p.numel() for p in meta.model.parameters()) == sum(p.numel() for p in saved.values())
+    with pytest.raises(ValueError, match="random_weights=True .* parallelize"):
+        load_engine(tiny_qwen2_audio_dir, device="cpu", random_weights=True, parallelize=True)

@@ -113,10 +113,16 @@ def mean_skip_none(items) -> float:
 
 
 def balanced_accuracy(items) -> float:
-    """Mean over gold labels of recall = fraction of that label's documents predicted as that label."""
-    per_label: dict[str, list[bool]] = {}
-    for gold, pred in items:
-        per_label.setdefault(str(gold), []).append(str(pred) == str(gold))
-    if not per_label:
+    """Mean over gold labels of recall = fraction of that label's documents predicted as that label
+    (``sklearn.metrics.balanced_accuracy_score``; predicted labels that are no gold label count as misses)."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    pairs = [(str(gold), str(pred)) for gold, pred in items]
+    if not pairs:
         return math.nan
-    return sum(sum(v) / len(v) for v in per_label.values()) / len(per_label)
+    golds, preds = zip(*pairs)
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": such classes have no recall
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(golds, preds))
