@@ -473,6 +473,8 @@ class AudioLALM(LM):
         import torch
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        from interventions.arch_extras import decoder_token_kwargs
+
         out = []
         prefix = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id
         for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm rolling"):
@@ -484,7 +486,8 @@ class AudioLALM(LM):
                 seq = torch.tensor([ctx + pred], device=self.engine.device)
                 emb = self.spec.embed_module(self.model)(seq)
                 with torch.no_grad():
-                    h = self.spec.decoder_module(self.model)(inputs_embeds=emb, return_dict=True).last_hidden_state
+                    h = self.spec.decoder_module(self.model)(inputs_embeds=emb, return_dict=True, **decoder_token_kwargs(
+                        self.spec, self.model, seq)).last_hidden_state
                     lp = torch.log_softmax(self.engine.unembed(h[0, -len(pred) - 1:-1] if len(ctx) else h[0]), -1)
                 tgt = torch.tensor(pred, device=lp.device)
                 total += float(lp[torch.arange(len(pred)), tgt].sum())

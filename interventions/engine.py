@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from . import arch_extras
 from .specs import ArchSpec
 
 __all__ = ["Engine", "Prepared", "clip_key"]
@@ -398,7 +399,7 @@ class Engine:
         interventions that act there).  Falls back to :meth:`prepare` when a prompt has no audio prefix.
         """
         split = [self.split_point(t) for t in toks]
-        if any(p is None for p in split):
+        if any(p is None for p in split) or not self.spec.prefix_kv_cache:
             return self.prepare(toks)
         points = [p for p in split if p is not None]  # all of them (narrowed to int)
         keys = [self.prefix_key(t, p) for t, p in zip(toks, points)]
@@ -476,7 +477,8 @@ class Engine:
         if n_new > 0:
             pos = prep.position_ids[..., :-1]
             out = self.run(prep, past_key_values=past, use_cache=True, inputs_embeds=prep.inputs_embeds[:, :-1],
-                           attention_mask=prep.attention_mask[:, :-1], position_ids=pos)
+                           attention_mask=prep.attention_mask[:, :-1], position_ids=pos,
+                           input_ids=prep.input_ids[:, :-1])
             past = out.past_key_values
         if past is None:  # a one-token prompt: nothing to cache
             from transformers import DynamicCache
@@ -501,8 +503,11 @@ class Engine:
     def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,
             output_hidden_states: bool = False, output_attentions: bool = False,
             inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-            position_ids: torch.Tensor | None = None) -> Any:
-        """Run the text decoder; returns transformers' BaseModelOutputWithPast."""
+            position_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None) -> Any:
+        """Run the text decoder; returns transformers' BaseModelOutputWithPast.
+
+        ``input_ids``: the token ids of ``inputs_embeds`` when given (architectures whose decoder also reads the
+        ids, see ``ArchSpec.decoder_token_inputs``; without ``inputs_embeds`` they are ``prep.input_ids``)."""
         dec = self.spec.decoder_module(self.model)
         self.decoder_calls += 1
         if past_key_values is None and prep.past is not None and inputs_embeds is None:
@@ -516,11 +521,13 @@ class Engine:
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **arch_extras.decoder_token_kwargs(self.spec, self.model,
+                                               prep.input_ids if inputs_embeds is None else input_ids),
         )
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from *normed* final states (float32)."""
-        return self.spec.unembed_module(self.model)(h).float()
+        return arch_extras.softcap(self.spec, self.model, self.spec.unembed_module(self.model)(h).float())
 
     def final_norm(self, h: torch.Tensor) -> torch.Tensor:
         return self.spec.norm_module(self.model)(h)
@@ -530,7 +537,7 @@ class Engine:
 
         The final norm is applied exactly once: the last entry is already normed in transformers 5.
         """
-        h = hidden_states[layer][index]
+        h = arch_extras.lens_state(self.spec, self.model, hidden_states[layer], index)
         if not (layer == len(hidden_states) - 1 and self.spec.last_hidden_state_normed):
             h = self.final_norm(h)
         return self.unembed(h)

@@ -139,7 +139,8 @@ engine: Engine, toks: Sequence[Tokenized], *, max_new_tokens: Sequence[int] | in
         ids = torch.tensor(nxt, dtype=torch.long, device=dev)[:, None]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], 1)
         out = engine.run(prep, inputs_embeds=embed(ids), attention_mask=mask,
-                         position_ids=engine.position_rows(pos[:, None]), past_key_values=cache, use_cache=True)
+                         position_ids=engine.position_rows(pos[:, None]), past_key_values=cache, use_cache=True,
+                         input_ids=ids)
         cache = out.past_key_values
         pos = pos + 1
         nxt = engine.unembed(out.last_hidden_state[:, -1]).argmax(-1).tolist()

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from . import arch_extras
 from .specs import ArchSpec
 
 __all__ = [
@@ -44,15 +45,18 @@ def _with_hidden(output: Any, h: torch.Tensor) -> Any:
 @contextmanager
 def layer_hook(model: torch.nn.Module, spec: ArchSpec, layer: int, fn: Edit) -> Iterator[None]:
     """Call ``fn(hidden)`` on the output of decoder block ``layer`` (1..L); a returned tensor
-    replaces the output."""
+    replaces the output.  Where a block returns several stacked streams (``ArchSpec.residual_stream_attr``),
+    ``hidden`` is the residual stream among them and a returned tensor replaces that stream only."""
     L = spec.num_layers(model)
     if not 1 <= layer <= L:
         raise ValueError(f"layer {layer} out of range 1..{L}")
     mod = spec.layer_modules(model)[layer - 1]
+    stream = spec.residual_index(model)  # blocks returning stacked streams: the residual stream's index
 
     def hook(_m, _inp, output):
-        new = fn(_hidden_of(output))
-        return None if new is None else _with_hidden(output, new)
+        hidden = _hidden_of(output)
+        new = fn(arch_extras.residual_of(stream, hidden))
+        return None if new is None else _with_hidden(output, arch_extras.with_residual(stream, hidden, new))
 
     handle = mod.register_forward_hook(hook, prepend=True)
     try:

@@ -77,7 +77,10 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
                                          else {spec.text_config: attn_implementation})
     if parallelize:
         kwargs["device_map"] = "auto"
-    model = cls.from_pretrained(pretrained, **kwargs)
+    from .arch_extras import stub_towers
+
+    with stub_towers(spec, config):  # towers the spec never runs are not built (ArchSpec.stub_sub_configs)
+        model = cls.from_pretrained(pretrained, **kwargs)
     if not parallelize:
         model.to(device)
     model.eval()

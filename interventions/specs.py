@@ -95,6 +95,27 @@ class ArchSpec:
     # attributes it reads (role -> attribute name, e.g. {"prompt_size": "prompt_size"}).
     audio_positions: Callable[..., Any] | None = None
     config_attrs: dict[str, str] = field(default_factory=dict)
+    # ---- decoders that are more than "embeddings -> blocks -> norm -> lm_head" (Gemma 3n; interventions.arch_extras)
+    # Text-config attribute holding the index of "the residual stream" when a block returns several stacked
+    # streams ([K, B, T, d], Gemma 3n's AltUp: "altup_active_idx"); "": a block returns the residual stream itself.
+    residual_stream_attr: str = ""
+    # (model, stacked streams [K, ..., d]) -> one pre-norm state [..., d]: how the model un-stacks its streams
+    # before the final norm; the lens applies it to every ``hidden_states`` entry.  None: entries are states.
+    lens_readout: Callable[..., Any] | None = None
+    # Text-config attribute of the final logit soft-capping (logits = c * tanh(logits / c)); "": none.
+    logit_softcap_attr: str = ""
+    # (model, input_ids) -> embeddings, when the decoder's ``embed_tokens`` alone is not how the model embeds ids
+    # (Gemma 3n: ids in the vision / audio ranges take the multimodal embedders' hard embeddings).
+    token_embedder: Callable[..., Any] | None = None
+    # (model, input_ids) -> extra decoder keyword inputs computed from the token ids of the positions run
+    # (Gemma 3n: ``per_layer_inputs``); the engine passes the ids of every pass to it.
+    decoder_token_inputs: Callable[..., Any] | None = None
+    # Whether the engine may reuse a stacked per-layer KV cache of a shared audio prefix (prepare_split); False
+    # when some layers keep no KV of their own (Gemma 3n's KV-shared layers) or crop it (sliding windows).
+    prefix_kv_cache: bool = True
+    # Sub-configs (e.g. "vision_config") whose tower the loader builds as an empty stand-in: audio-only use never
+    # runs it, and its weights are not read (Gemma 3n's vision tower would need timm).
+    stub_sub_configs: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,7 +144,14 @@ class ArchSpec:
         return get_module(self.decoder_module(model), self.norm)
 
     def embed_module(self, model: torch.nn.Module) -> torch.nn.Module:
-        return get_module(self.decoder_module(model), self.embed)
+        """The token embedding: the decoder's ``embed`` module, or (``token_embedder`` set) a view of it whose
+        call embeds ids as the model does (its ``weight`` is the decoder's)."""
+        emb = get_module(self.decoder_module(model), self.embed)
+        if self.token_embedder is None:
+            return emb
+        from .arch_extras import TokenEmbedder
+
+        return TokenEmbedder(emb, model, self.token_embedder)
 
     def unembed_module(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_module(model, self.unembed)
@@ -148,6 +176,10 @@ class ArchSpec:
 
     def hidden_size(self, model: torch.nn.Module) -> int:
         return int(self.text_cfg(model).hidden_size)
+
+    def residual_index(self, model: torch.nn.Module) -> int | None:
+        """Index of the residual stream in a block's stacked output (None: the output is the stream)."""
+        return int(getattr(self.text_cfg(model), self.residual_stream_attr)) if self.residual_stream_attr else None
 
     def audio_token_id(self, model: torch.nn.Module) -> int:
         cfg = getattr(model.config, self.audio_token_from) if self.audio_token_from else model.config
