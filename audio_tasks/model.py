@@ -486,8 +486,9 @@ class AudioLALM(LM):
                 seq = torch.tensor([ctx + pred], device=self.engine.device)
                 emb = self.spec.embed_module(self.model)(seq)
                 with torch.no_grad():
-                    h = self.spec.decoder_module(self.model)(inputs_embeds=emb, return_dict=True, **decoder_token_kwargs(
-                        self.spec, self.model, seq)).last_hidden_state
+                    extra = decoder_token_kwargs(self.spec, self.model, seq)  # e.g. Gemma 3n's per-layer inputs
+                    dec = self.spec.decoder_module(self.model)
+                    h = dec(inputs_embeds=emb, return_dict=True, **extra).last_hidden_state
                     lp = torch.log_softmax(self.engine.unembed(h[0, -len(pred) - 1:-1] if len(ctx) else h[0]), -1)
                 tgt = torch.tensor(pred, device=lp.device)
                 total += float(lp[torch.arange(len(pred)), tgt].sum())

@@ -473,7 +473,12 @@ def tiny_gemma3n(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4
     ``Gemma3nAudioFeatureExtractor`` and a PIL Siglip image processor; a tiny tokenizer (see
     :func:`gemma3n_tokenizer`).  The vision tower is not built (timm is not installed here; the spec never runs
     it): the checkpoint has no vision weights."""
-    from transformers import Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration, Gemma3nProcessor
+    from transformers import (
+        Gemma3nAudioFeatureExtractor,
+        Gemma3nConfig,
+        Gemma3nForConditionalGeneration,
+        Gemma3nProcessor,
+    )
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     from interventions.arch_extras import stub_towers
@@ -498,17 +503,19 @@ def tiny_gemma3n(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4
                          laurel_rank=8, altup_num_inputs=4, num_kv_shared_layers=kv_shared_layers,
                          layer_types=["sliding_attention", "full_attention"] * (layers // 2),
                          sliding_window=sliding_window, max_position_embeddings=2048,
-                         activation_sparsity_pattern=[0.95] + [0.0] * (layers - 1), final_logit_softcapping=0.5,  # small: the cap shows in every score
+                         activation_sparsity_pattern=[0.95] + [0.0] * (layers - 1), final_logit_softcapping=0.5,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
         vision_config=dict(vocab_size=len(GEMMA3N_VISION_RANGE), vocab_offset=n_text, hidden_size=32),
         audio_config=dict(vocab_size=len(GEMMA3N_AUDIO_RANGE), vocab_offset=ids(GEMMA3N_AUDIO_RANGE[0]),
                           hidden_size=audio_dim, conf_num_attention_heads=2, conf_num_hidden_layers=audio_layers,
                           sscp_conv_channel_size=[8, 8]),
         audio_soft_tokens_per_image=188, vision_soft_tokens_per_image=4,
-        boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"), image_token_id=ids("<image_soft_token>"),
-        boa_token_id=ids("<start_of_audio>"), eoa_token_id=ids("<end_of_audio>"), audio_token_id=ids("<audio_soft_token>"),
+        boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"),
+        image_token_id=ids("<image_soft_token>"), boa_token_id=ids("<start_of_audio>"),
+        eoa_token_id=ids("<end_of_audio>"), audio_token_id=ids("<audio_soft_token>"),
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
     )
+    # final_logit_softcapping: 30 in the released checkpoints; 0.5 here, so that the cap shows in every score.
     torch.manual_seed(seed)
     with stub_towers(GEMMA3N, cfg):
         model = Gemma3nForConditionalGeneration(cfg)

@@ -416,8 +416,8 @@ def test_gemma3n_lens_is_the_models_readout_of_every_layer(gemma3n):
     for l, hs in enumerate(out.hidden_states):
         h = hs[:, 0, -1]  # (4 streams, d)
         rms0 = h[0].pow(2).mean().sqrt()
-        streams = [h[0]] + [(p := tm.altup_unembed_projections[i - 1](h[i])) * rms0 / p.pow(2).mean().clamp(min=1e-5).sqrt()
-                            for i in range(1, 4)]
+        proj = [tm.altup_unembed_projections[i - 1](h[i]) for i in range(1, 4)]
+        streams = [h[0]] + [p * rms0 / p.pow(2).mean().clamp(min=1e-5).sqrt() for p in proj]
         with torch.no_grad():
             z = lm.model.lm_head(tm.norm(torch.stack(streams).mean(0)))
         ref = torch.log_softmax(cap * torch.tanh(z / cap), -1)[ids]
