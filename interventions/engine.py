@@ -475,6 +475,10 @@ class Engine:
         n_new = prep.seq_len - 1
         past = prep.past() if prep.past is not None else None
         if n_new > 0:
+            if past is None:  # full-length layers: a sliding-window layer drops keys the next pass here needs
+                from transformers import DynamicCache
+
+                past = DynamicCache()
             pos = prep.position_ids[..., :-1]
             out = self.run(prep, past_key_values=past, use_cache=True, inputs_embeds=prep.inputs_embeds[:, :-1],
                            attention_mask=prep.attention_mask[:, :-1], position_ids=pos,

@@ -190,7 +190,7 @@ def mask_attention(model: torch.nn.Module, spec: ArchSpec, attention_mask_2d: to
 
     Works with eager (additive float masks) and sdpa (boolean masks) attention; the full causal +
     padding mask is rebuilt from ``attention_mask_2d`` so that it also works when transformers
-    passes no mask (pure causal case).
+    passes no mask (pure causal case), restricted to the window in sliding-window layers.
     """
     L = spec.num_layers(model)
     layers = list(range(1, L + 1)) if layers is None else list(layers)
@@ -204,23 +204,33 @@ def mask_attention(model: torch.nn.Module, spec: ArchSpec, attention_mask_2d: to
     rows = torch.arange(B, device=dev)
     q = query_positions.to(dev)
     allowed[rows, 0, q, :] &= ~key_mask.to(dev).bool()
-    # Rows that are pure padding must keep at least one key to avoid NaNs.
-    allowed |= (~allowed.any(-1, keepdim=True)) & torch.eye(T, dtype=torch.bool, device=dev)[None, None]
+    idx = torch.arange(T, device=dev)
 
-    def pre(_m, args, kwargs):
-        ref = kwargs.get("hidden_states", args[0] if args else None)
-        if impl == "eager":
-            m = torch.zeros(allowed.shape, dtype=ref.dtype, device=dev)
-            m = m.masked_fill(~allowed, torch.finfo(ref.dtype).min)
-        else:
-            m = allowed
-        kwargs["attention_mask"] = m
-        return args, kwargs
+    def layer_mask(window: int | None) -> torch.Tensor:
+        # A sliding-window layer (its attention module's ``sliding_window``) sees keys with q - k < window only.
+        a = allowed if not window else allowed & ((idx[:, None] - idx[None, :]) < int(window))[None, None]
+        # Rows that are pure padding must keep at least one key to avoid NaNs.
+        return a | ((~a.any(-1, keepdim=True)) & torch.eye(T, dtype=torch.bool, device=dev)[None, None])
+
+    def make(a: torch.Tensor):
+        def pre(_m, args, kwargs):
+            ref = kwargs.get("hidden_states", args[0] if args else None)
+            if impl == "eager":
+                m = torch.zeros(a.shape, dtype=ref.dtype, device=dev)
+                m = m.masked_fill(~a, torch.finfo(ref.dtype).min)
+            else:
+                m = a
+            kwargs["attention_mask"] = m
+            return args, kwargs
+
+        return pre
 
     handles = []
     try:
         for l in layers:
-            handles.append(spec.attn_module(model, l).register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
+            mod = spec.attn_module(model, l)
+            pre = make(layer_mask(getattr(mod, "sliding_window", None)))
+            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
         yield
     finally:
         for h in handles:
