@@ -313,10 +313,16 @@ def test_gemma3n_scores_match_full_forward_and_batched_equals_unbatched(gemma3n)
     inp = lm.processor(text=[reqs[0].args[2]["rendered_prompt"]], audio=[CLIPS[0]], sampling_rate=SR,
                        return_tensors="pt")
     with torch.no_grad():
-        out = lm.model(**inp)
-        raw = lm.model.lm_head(out.last_hidden_state if hasattr(out, "last_hidden_state") else
-                               lm.model.model(**inp).last_hidden_state)[0, -1]
-    assert float((raw - out.logits[0, -1]).abs().max()) > 1e-2
+        capped = lm.model(**inp).logits[0, -1]
+        raw = lm.model.lm_head(lm.model.model(**inp).last_hidden_state)[0, -1]
+    assert float((raw - capped).abs().max()) > 1e-2
+    # The vision tower is an empty stand-in, and only while loading: AutoModel maps the vision config back after.
+    from transformers import AutoModel
+    from transformers.models.gemma3n.configuration_gemma3n import Gemma3nVisionConfig
+
+    assert type(lm.model.model.vision_tower).__name__ == "UnusedGemma3nVisionConfigTower"
+    assert not any(p.numel() for p in lm.model.model.vision_tower.parameters())
+    assert Gemma3nVisionConfig not in AutoModel._model_mapping._extra_content
 
 
 def test_gemma3n_interventions_match_hand_references(gemma3n):
@@ -423,3 +429,78 @@ def test_gemma3n_lens_is_the_models_readout_of_every_layer(gemma3n):
         ref = torch.log_softmax(cap * torch.tanh(z / cap), -1)[ids]
         assert np.allclose(got[l], ref.double().numpy(), atol=1e-5), (l, got[l], ref)
     assert np.allclose(got[-1], torch.log_softmax(logits, -1)[ids].double().numpy(), atol=1e-5)
+
+
+def test_gemma3n_sliding_window_scores_head_steering_and_audio_masking(tmp_path):
+    """A window (8) shorter than the prompt: scores equal the model's own forward, head steering (which runs twice
+    on a cached context) equals its hand reference, and the lens's audio-masked pass equals the model's forward
+    under hand-built masks (each sliding layer keeps its window, the last query sees no audio key)."""
+    from analysis.lens import lens_batch
+    from audio_tasks.model import AudioLALM
+    from audio_tasks.tiny import build
+    from interventions.scoring import MCItem, score_items
+    from interventions.steering import HeadSteer
+
+    lm = AudioLALM(pretrained=str(build("gemma3n", tmp_path / "g", sliding_window=8)), device="cpu", batch_size=1)
+    e, W = lm.engine, 8
+    w = CLIPS[1]
+    prompt = e.render_chat("What is the gender of the speaker?", assistant_prefix="The speaker's gender is")
+    conts = [e.encode_text(" male"), e.encode_text(" female"), e.encode_text(" male voice with many tokens")]
+    items = [MCItem(e.tokenize(prompt, [w]), conts, {"gold": 0})]
+    ids = [c[0] for c in conts[:2]]
+    cap_a, hin_a, base, _ = _g3n_forward(lm, prompt, w)
+    _, hin_s, _, _ = _g3n_forward(lm, prompt, np.zeros_like(w))
+    ctx = lm.processor(text=[prompt], audio=[w], sampling_rate=SR, return_tensors="pt")["input_ids"][0]
+    assert ctx.shape[0] > 4 * W
+    got = score_items(e, items)[0]
+    for c, text in enumerate([" male", " female", " male voice with many tokens"]):
+        assert abs(got.loglik[c] - _reference(lm, prompt, w, text, ctx)[0]) < 1e-4
+    heads, alpha, D = [(1, 1), (2, 0), (3, 3), (4, 2)], 2.0, lm.model.config.text_config.head_dim
+    layers = lm.model.model.language_model.layers
+    adds: dict = {}
+    for l, hh in heads:
+        Wo = layers[l - 1].self_attn.o_proj.weight
+        adds[l] = adds.get(l, 0) + alpha * (Wo[:, hh * D:(hh + 1) * D] @ (hin_a[l] - hin_s[l])[hh * D:(hh + 1) * D])
+    ref = torch.log_softmax(_g3n_forward(lm, prompt, w, o_proj_adds=adds)[2], -1)[ids]
+    steered = score_items(e, [MCItem(items[0].tok, conts[:2], {"gold": 0})], HeadSteer(heads, alpha))[0]
+    assert torch.allclose(torch.tensor(steered.first), ref, atol=1e-5)
+    assert not torch.allclose(ref, torch.log_softmax(base, -1)[ids], atol=1e-4)
+    # audio masking: the model's own forward with hand-built masks per layer type
+    masked = lens_batch(e, [MCItem(items[0].tok, conts[:2], {"gold": 0})], positions={"last": -1})[0]
+    inp = lm.processor(text=[prompt], audio=[w], sampling_rate=SR, return_tensors="pt")
+    T = inp["input_ids"].shape[1]
+    q, k = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    full = (k <= q).clone()
+    full[-1] &= inp["input_ids"][0] != lm.model.config.audio_token_id
+    masks = {"full_attention": full[None, None], "sliding_attention": (full & (q - k < W))[None, None]}
+    with torch.no_grad():
+        logits = lm.model(**{**inp, "attention_mask": masks}).logits[0, -1].float()
+    assert np.allclose(masked.logp["masked_last"][-1], torch.log_softmax(logits, -1)[ids].double().numpy(), atol=1e-5)
+    # without the window in the sliding layers the masked pass would differ
+    wide = {"full_attention": full[None, None], "sliding_attention": full[None, None]}
+    with torch.no_grad():
+        logits_wide = lm.model(**{**inp, "attention_mask": wide}).logits[0, -1].float()
+    assert not np.allclose(masked.logp["masked_last"][-1], torch.log_softmax(logits_wide, -1)[ids].double().numpy(),
+                           atol=1e-5)
+
+
+def test_gemma3n_tiny_cli_and_loading(tmp_path, capsys):
+    """``python -m audio_tasks.tiny --arch gemma3n`` (its ``main``) writes a model dir that ``load_model`` loads
+    from the files alone: the real Gemma3nProcessor, Gemma3nAudioFeatureExtractor and a PIL image processor (all
+    transformers classes, no registration needed), the vision tower not built; a layer count the tiny model
+    cannot have is refused before anything is built."""
+    from audio_tasks.tiny import main
+    from interventions.loader import load_model
+
+    with pytest.raises(ValueError, match="layers=3.*even number >= 4"):
+        main(["--arch", "gemma3n", "--out", str(tmp_path / "bad"), "--layers", "3"])
+    assert not (tmp_path / "bad" / "config.json").exists()
+    out = tmp_path / "g"
+    assert main(["--arch", "gemma3n", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"arch": "gemma3n", "vocab": "tiny",
+                                                                             "path": str(out)}
+    m, p, s = load_model(str(out))
+    assert [s.name, type(p).__name__, type(p.feature_extractor).__name__, type(p.image_processor).__name__,
+            type(m.model.vision_tower).__name__, s.num_layers(m)] == [
+        "gemma3n", "Gemma3nProcessor", "Gemma3nAudioFeatureExtractor", "SiglipImageProcessorPil",
+        "UnusedGemma3nVisionConfigTower", 4]
