@@ -1,5 +1,5 @@
-"""The architectures of issue #15 end to end on their tiny offline models (2 layers): scores equal the model's
-own full forward, batched = unbatched, the four interventions equal hand references from the model's
+"""The architectures of issue #15 end to end on their tiny offline models (2 layers; Gemma 3n: 4): scores equal
+the model's own full forward, batched = unbatched, the four interventions equal hand references from the model's
 own forward, lm-eval prints a results table, and ``python -m analysis lens / trace / heads`` run."""
 
 from __future__ import annotations
