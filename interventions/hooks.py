@@ -226,11 +226,14 @@ def mask_attention(model: torch.nn.Module, spec: ArchSpec, attention_mask_2d: to
         return pre
 
     handles = []
+    by_window: dict[int | None, Any] = {}  # one mask per distinct window
     try:
         for l in layers:
             mod = spec.attn_module(model, l)
-            pre = make(layer_mask(getattr(mod, "sliding_window", None)))
-            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
+            window = getattr(mod, "sliding_window", None) or None
+            if window not in by_window:
+                by_window[window] = make(layer_mask(window))
+            handles.append(mod.register_forward_pre_hook(by_window[window], with_kwargs=True, prepend=True))
         yield
     finally:
         for h in handles:
