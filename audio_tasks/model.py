@@ -484,7 +484,7 @@ class AudioLALM(LM):
             for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(
                     token_list=ids, prefix_token=prefix, max_seq_len=self.max_length, context_len=1)):
                 seq = torch.tensor([ctx + pred], device=self.engine.device)
-                emb = self.spec.embed_module(self.model)(seq)
+                emb = self.spec.embed_ids(self.model, seq)
                 with torch.no_grad():
                     extra = decoder_token_kwargs(self.spec, self.model, seq)  # e.g. Gemma 3n's per-layer inputs
                     dec = self.spec.decoder_module(self.model)

@@ -6,39 +6,20 @@ Every function here is driven by typed :class:`~interventions.specs.ArchSpec` fi
   AltUp); "the residual stream after block l" is the stream at that index (:func:`residual_of`, :func:`with_residual`);
 * ``lens_readout``: how the model un-stacks its streams before the final norm (:func:`lens_state`);
 * ``logit_softcap_attr``: final logit soft-capping (:func:`softcap`);
-* ``token_embedder`` / ``decoder_token_inputs``: how token ids become embeddings, and extra decoder inputs read
-  from the token ids themselves (:class:`TokenEmbedder`, :func:`decoder_token_kwargs`);
+* ``token_embedder`` / ``decoder_token_inputs``: how token ids become embeddings (``ArchSpec.embed_ids``), and
+  extra decoder inputs read from the token ids themselves (:func:`decoder_token_kwargs`);
 * ``stub_sub_configs``: towers the loader builds as empty stand-ins (:func:`stub_towers`).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
-__all__ = ["TokenEmbedder", "residual_of", "with_residual", "lens_state", "softcap", "decoder_token_kwargs",
+__all__ = ["residual_of", "with_residual", "lens_state", "softcap", "decoder_token_kwargs",
            "stub_towers"]
-
-
-class TokenEmbedder(torch.nn.Module):
-    """The decoder's token embedding as the model applies it to ids (``fn(model, ids)``); ``weight`` is the
-    decoder's embedding matrix (its device and dtype are the engine's)."""
-
-    def __init__(self, embed: torch.nn.Module, model: torch.nn.Module, fn: Callable[..., torch.Tensor]):
-        super().__init__()
-        # Plain attributes: the wrapper is a view, not a parent of the model's modules.
-        object.__setattr__(self, "_embed", embed)
-        object.__setattr__(self, "_model", model)
-        object.__setattr__(self, "_fn", fn)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self._embed.weight  # pyright: ignore[reportReturnType]  (Module.__getattr__)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._fn(self._model, ids)
 
 
 def residual_of(index: int | None, output: torch.Tensor) -> torch.Tensor:

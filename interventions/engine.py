@@ -345,7 +345,7 @@ class Engine:
         dev = self.device
         ids = ids.to(dev)
         mask = mask.to(dev)
-        emb = self.spec.embed_module(self.model)(ids)
+        emb = self.spec.embed_ids(self.model, ids)
         audio_mask = (ids == self.audio_token_id) & mask.bool()
         groups = {False: [i for i in range(B) if not sil[i]], True: [i for i in range(B) if sil[i]]}
         for s, idx in groups.items():
@@ -450,7 +450,7 @@ class Engine:
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
         if bool((ids == self.audio_token_id).any()):
             raise RuntimeError("audio placeholder after the split point")
-        emb = self.spec.embed_module(self.model)(ids)
+        emb = self.spec.embed_ids(self.model, ids)
         pos = self.position_rows(pos)
         cfg = self.spec.text_cfg(self.model)
 

@@ -105,7 +105,7 @@ class ArchSpec:
     # Text-config attribute of the final logit soft-capping (logits = c * tanh(logits / c)); "": none.
     logit_softcap_attr: str = ""
     # (model, input_ids) -> embeddings, when the decoder's ``embed_tokens`` alone is not how the model embeds ids
-    # (Gemma 3n: ids in the vision / audio ranges take the multimodal embedders' hard embeddings).
+    # (Gemma 3n: ids in the vision / audio ranges take the multimodal embedders' hard embeddings); see embed_ids.
     token_embedder: Callable[..., Any] | None = None
     # (model, input_ids) -> extra decoder keyword inputs computed from the token ids of the positions run
     # (Gemma 3n: ``per_layer_inputs``); the engine passes the ids of every pass to it.
@@ -144,14 +144,13 @@ class ArchSpec:
         return get_module(self.decoder_module(model), self.norm)
 
     def embed_module(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The token embedding: the decoder's ``embed`` module, or (``token_embedder`` set) a view of it whose
-        call embeds ids as the model does (its ``weight`` is the decoder's)."""
-        emb = get_module(self.decoder_module(model), self.embed)
-        if self.token_embedder is None:
-            return emb
-        from .arch_extras import TokenEmbedder
+        return get_module(self.decoder_module(model), self.embed)
 
-        return TokenEmbedder(emb, model, self.token_embedder)
+    def embed_ids(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of token ids as the model computes them (``token_embedder``, else ``embed_module``)."""
+        if self.token_embedder is not None:
+            return self.token_embedder(model, ids)
+        return self.embed_module(model)(ids)
 
     def unembed_module(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_module(model, self.unembed)

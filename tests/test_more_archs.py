@@ -504,3 +504,21 @@ def test_gemma3n_tiny_cli_and_loading(tmp_path, capsys):
             type(m.model.vision_tower).__name__, s.num_layers(m)] == [
         "gemma3n", "Gemma3nProcessor", "Gemma3nAudioFeatureExtractor", "SiglipImageProcessorPil",
         "UnusedGemma3nVisionConfigTower", 4]
+
+
+def test_gemma3n_greedy_generation_equals_hf_generate(gemma3n):
+    """Batched greedy generation (left padding, per-layer inputs of every new token) = transformers' own greedy
+    ``generate`` on each prompt."""
+    from interventions.generation import greedy_generate
+
+    lm = gemma3n[2]
+    e = lm.engine
+    prompts = [e.render_chat("What is the gender of the speaker?", assistant_prefix="The"), e.render_chat("")]
+    toks = [e.tokenize(p, [w]) for p, w in zip(prompts, CLIPS)]
+    assert toks[0].input_ids.shape != toks[1].input_ids.shape
+    gens = greedy_generate(e, toks, max_new_tokens=5, eos_token_ids=[-1])
+    for g, p, w in zip(gens, prompts, CLIPS):
+        inp = lm.processor(text=[p], audio=[w], sampling_rate=SR, return_tensors="pt")
+        with torch.no_grad():
+            ref = lm.model.generate(**inp, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        assert g.ids == ref[0, inp["input_ids"].shape[1]:].tolist()

@@ -220,7 +220,7 @@ def test_gemma3n_spec_resolves_on_the_real_text_model():
     spec = spec_for_config(root.config)
     assert spec.name == "gemma3n" and spec.not_run_reason is None and not spec.remote_code
     assert spec.num_layers(root) == L and len(spec.layer_modules(root)) == L and spec.head_dim(root) == D // H
-    assert spec.embed_module(root).weight is root.model.language_model.embed_tokens.weight
+    assert spec.embed_module(root) is root.model.language_model.embed_tokens
     assert spec.o_proj_module(root, 1).in_features == H * (D // H)
     assert spec.audio_token_id(root) == V - 1
     seen = []
