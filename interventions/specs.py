@@ -11,7 +11,10 @@ never hard-codes module paths.  In the spirit of pyvene's per-architecture mappi
 * how audio positions are found (the audio placeholder token id, read from the config),
 * how audio is turned into the embeddings that fill those positions (``encode_audio``),
 * whether transformers returns the last ``hidden_states`` entry already normed (it does in 5.x),
-* how many rows the rotary position ids have (3 for M-RoPE models).
+* how many rows the rotary position ids have (3 for M-RoPE models),
+* for decoders that are more than embeddings -> blocks -> norm -> LM head (Gemma 3n): which of a block's
+  stacked streams is the residual stream, how the lens un-stacks them, the logit soft-capping, how ids are
+  embedded and which decoder inputs are read from the ids (``interventions.arch_extras`` applies them).
 
 Adding an architecture = one ``ArchSpec`` here + one tiny-model test.
 """
