@@ -490,7 +490,9 @@ def tiny_gemma3n(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = gemma3n_tokenizer(out, vocab_size)
-    ids = tok.convert_tokens_to_ids
+
+    def ids(token: str) -> int:
+        return int(tok.convert_tokens_to_ids(token))  # pyright: ignore[reportArgumentType]  (one token: one id)
     n_text = ids(GEMMA3N_VISION_RANGE[0])
     proc = Gemma3nProcessor(feature_extractor=Gemma3nAudioFeatureExtractor(),
                             image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
@@ -513,7 +515,6 @@ def tiny_gemma3n(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4
         boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"),
         image_token_id=ids("<image_soft_token>"), boa_token_id=ids("<start_of_audio>"),
         eoa_token_id=ids("<end_of_audio>"), audio_token_id=ids("<audio_soft_token>"),
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
     )
     # final_logit_softcapping: 30 in the released checkpoints; 0.5 here, so that the cap shows in every score.
     torch.manual_seed(seed)
