@@ -191,7 +191,7 @@ def patched_probs(engine: Engine, run: TraceRun, variants: Sequence[Variant], *,
     cache = None
     if P > 0:
         out_p = engine.run(prep, inputs_embeds=prep.inputs_embeds[:, :P], attention_mask=prep.attention_mask[:, :P],
-                           position_ids=prep.position_ids[..., :P], use_cache=True)
+                           position_ids=prep.position_ids[..., :P], use_cache=True, input_ids=prep.input_ids[:, :P])
         cache = out_p.past_key_values
     S = T - P
     result = np.zeros(len(variants))
@@ -226,7 +226,8 @@ def patched_probs(engine: Engine, run: TraceRun, variants: Sequence[Variant], *,
 
                 st.enter_context(hooks.layer_hook(m, s, l, fn))
             out = engine.run(prep, inputs_embeds=emb, attention_mask=attn, position_ids=pos,
-                             past_key_values=kv, use_cache=kv is not None)
+                             past_key_values=kv, use_cache=kv is not None,
+                             input_ids=prep.input_ids[:, P:].expand(R, -1))
         probs = _last_probs(engine, out.last_hidden_state[:, -1])[:, run.target]
         result[start:start + R] = probs.double().cpu().numpy()
         del out, kv

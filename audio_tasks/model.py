@@ -473,6 +473,8 @@ class AudioLALM(LM):
         import torch
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        from interventions.arch_extras import decoder_token_kwargs
+
         out = []
         prefix = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id
         for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm rolling"):
@@ -482,9 +484,11 @@ class AudioLALM(LM):
             for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(
                     token_list=ids, prefix_token=prefix, max_seq_len=self.max_length, context_len=1)):
                 seq = torch.tensor([ctx + pred], device=self.engine.device)
-                emb = self.spec.embed_module(self.model)(seq)
+                emb = self.spec.embed_ids(self.model, seq)
                 with torch.no_grad():
-                    h = self.spec.decoder_module(self.model)(inputs_embeds=emb, return_dict=True).last_hidden_state
+                    extra = decoder_token_kwargs(self.spec, self.model, seq)  # e.g. Gemma 3n's per-layer inputs
+                    dec = self.spec.decoder_module(self.model)
+                    h = dec(inputs_embeds=emb, return_dict=True, **extra).last_hidden_state
                     lp = torch.log_softmax(self.engine.unembed(h[0, -len(pred) - 1:-1] if len(ctx) else h[0]), -1)
                 tgt = torch.tensor(pred, device=lp.device)
                 total += float(lp[torch.arange(len(pred)), tgt].sum())

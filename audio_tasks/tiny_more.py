@@ -412,7 +412,130 @@ def tiny_phi4_multimodal(out: Path, *, layers: int = 2, hidden: int = 64, heads:
     return _save(Phi4MultimodalForCausalLM(cfg), proc, tok, out)
 
 
+# ---- Gemma 3n ------------------------------------------------------------------------------------
+
+GEMMA3N_TEXT_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                         "<start_of_audio>"]
+# The released layout: the text vocabulary, then a vision range (offset = <end_of_image>, then <image_soft_token>)
+# and an audio range (offset = <end_of_audio>, then <audio_soft_token>), each read by its multimodal embedder.
+GEMMA3N_VISION_RANGE = ["<end_of_image>", "<image_soft_token>"] + [f"<vision_reserved_{i}>" for i in range(6)]
+GEMMA3N_AUDIO_RANGE = ["<end_of_audio>", "<audio_soft_token>"] + [f"<audio_reserved_{i}>" for i in range(6)]
+GEMMA3N_TOKEN_ATTRS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                       "eoi_token": "<end_of_image>", "audio_token": "<audio_soft_token>",
+                       "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"}
+# Gemma 3n's chat template for audio + text turns (google/gemma-3n-E2B-it, system turn folded into the first
+# user turn; the audio item is one <audio_soft_token>, which the processor expands).
+GEMMA3N_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'audio' or 'audio' in item or 'audio_url' in item %}<audio_soft_token>"
+    "{% elif item['type'] == 'image' %}<image_soft_token>"
+    "{% elif 'text' in item %}{{ item['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def gemma3n_tokenizer(out: Path, vocab_size: int = 600):
+    """Tiny byte-level BPE tokenizer with Gemma 3n's special tokens and id layout (text vocabulary, then the
+    vision and audio ranges of 8 ids each).  The real SentencePiece vocabulary ships with the (gated) checkpoint
+    only, not in a package: this tokenizer is tiny."""
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    tok = build_tokenizer(out, vocab_size=vocab_size, specials=GEMMA3N_TEXT_SPECIALS, eos_token="<eos>",
+                          pad_token="<pad>", bos_token="<bos>", unk_token="<unk>")
+    backend = tok.backend_tokenizer
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t in GEMMA3N_VISION_RANGE + GEMMA3N_AUDIO_RANGE])
+    roles = ("<pad>", "<eos>", "<bos>", "<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", bos_token="<bos>", unk_token="<unk>",
+        additional_special_tokens=[t for t in GEMMA3N_TEXT_SPECIALS if t not in roles]
+        + GEMMA3N_VISION_RANGE + GEMMA3N_AUDIO_RANGE,
+        extra_special_tokens=dict(GEMMA3N_TOKEN_ATTRS))
+    fast.padding_side = "left"
+    fast.chat_template = GEMMA3N_CHAT_TEMPLATE
+    return fast
+
+
+def tiny_gemma3n(out: Path, *, layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                 audio_dim: int = 32, audio_layers: int = 1, seed: int = 0, vocab_size: int = 600,
+                 kv_shared_layers: int = 2, sliding_window: int = 512) -> Path:
+    """Gemma 3n: conformer audio tower (SSCP convolutions, 4x reduction: at most 188 tokens per 30-s clip) +
+    ``embed_audio``, and the Gemma 3n text decoder with everything the engine must handle: AltUp (4 stacked
+    streams), per-layer token inputs, LAuReL, sliding / global layers, KV sharing (the last ``kv_shared_layers``
+    blocks reuse earlier blocks' keys and values), activation sparsity in the first block and final logit
+    soft-capping.  The real ``Gemma3nProcessor`` (188 placeholders per clip) with the real
+    ``Gemma3nAudioFeatureExtractor`` and a PIL Siglip image processor; a tiny tokenizer (see
+    :func:`gemma3n_tokenizer`).  The vision tower is not built (timm is not installed here; the spec never runs
+    it): the checkpoint has no vision weights."""
+    from transformers import (
+        Gemma3nAudioFeatureExtractor,
+        Gemma3nConfig,
+        Gemma3nForConditionalGeneration,
+        Gemma3nProcessor,
+    )
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from interventions.arch_extras import stub_towers
+    from interventions.specs_more import GEMMA3N
+
+    if layers < 4 or layers % 2:
+        raise ValueError(f"layers={layers}: the tiny Gemma 3n needs an even number >= 4 (sliding / global pairs, "
+                         "the last kv_shared_layers of them sharing KV)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = gemma3n_tokenizer(out, vocab_size)
+
+    def ids(token: str) -> int:
+        return int(tok.convert_tokens_to_ids(token))  # pyright: ignore[reportArgumentType]  (one token: one id)
+    n_text = ids(GEMMA3N_VISION_RANGE[0])
+    proc = Gemma3nProcessor(feature_extractor=Gemma3nAudioFeatureExtractor(),
+                            image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
+                            tokenizer=tok, chat_template=GEMMA3N_CHAT_TEMPLATE, audio_seq_length=188,
+                            image_seq_length=4)
+    cfg = Gemma3nConfig(
+        text_config=dict(vocab_size=len(tok), vocab_size_per_layer_input=n_text, hidden_size=hidden,
+                         intermediate_size=hidden * 2, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=kv_heads, head_dim=hidden // heads, hidden_size_per_layer_input=8,
+                         laurel_rank=8, altup_num_inputs=4, num_kv_shared_layers=kv_shared_layers,
+                         layer_types=["sliding_attention", "full_attention"] * (layers // 2),
+                         sliding_window=sliding_window, max_position_embeddings=2048,
+                         activation_sparsity_pattern=[0.95] + [0.0] * (layers - 1), final_logit_softcapping=0.5,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
+        vision_config=dict(vocab_size=len(GEMMA3N_VISION_RANGE), vocab_offset=n_text, hidden_size=32),
+        audio_config=dict(vocab_size=len(GEMMA3N_AUDIO_RANGE), vocab_offset=ids(GEMMA3N_AUDIO_RANGE[0]),
+                          hidden_size=audio_dim, conf_num_attention_heads=2, conf_num_hidden_layers=audio_layers,
+                          sscp_conv_channel_size=[8, 8]),
+        audio_soft_tokens_per_image=188, vision_soft_tokens_per_image=4,
+        boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"),
+        image_token_id=ids("<image_soft_token>"), boa_token_id=ids("<start_of_audio>"),
+        eoa_token_id=ids("<end_of_audio>"), audio_token_id=ids("<audio_soft_token>"),
+    )
+    # final_logit_softcapping: 30 in the released checkpoints; 0.5 here, so that the cap shows in every score.
+    torch.manual_seed(seed)
+    with stub_towers(GEMMA3N, cfg):
+        model = Gemma3nForConditionalGeneration(cfg)
+    _randomize_gemma3n(model)
+    return _save(model, proc, tok, out)
+
+
+def _randomize_gemma3n(model) -> None:
+    """Gemma 3n's initialisation leaves some parameters at zero or one (AltUp's coefficient maps and output scale,
+    the norm scales): random values, so that every stream, coefficient and norm matters in the tests."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.model.language_model.named_parameters():
+            if "altup" in name or "norm" in name or "laurel" in name:
+                p.copy_(p + 0.3 * torch.randn(p.shape, generator=g))
+
+
 BUILDERS_MORE = {
+    "gemma3n": tiny_gemma3n,
     "music_flamingo": tiny_music_flamingo,
     "phi4_multimodal": tiny_phi4_multimodal,
     "granite_speech": tiny_granite_speech,

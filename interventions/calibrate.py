@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import formulas, hooks
+from .arch_extras import residual_of
 from .atomic import atomic_write_bytes
 from .engine import Engine
 from .formulas import first_token_ids
@@ -113,7 +114,8 @@ def collect(engine: Engine, items: Sequence[Any], *, batch_size: int = 8, attent
                 per_layer.append(lp[ids].cpu())
             lens.append(torch.stack(per_layer))
             golds.append(int(it.meta["gold"]))
-        resid = torch.stack([hs[l][:, -1] for l in range(L)] + [top[L]], 1).float().cpu()  # (B, L+1, d)
+        stream = s.residual_index(m)  # stacked-stream blocks (Gemma 3n): the residual stream of each entry
+        resid = torch.stack([residual_of(stream, hs[l])[:, -1] for l in range(L)] + [top[L]], 1).float().cpu()
         ra.append(resid)
         if heads:
             ha.append(torch.stack([hin[l] for l in all_layers], 1).float().cpu())

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import arch_extras
 from .audio_tokenizer import Tokenized
 from .specs import ArchSpec
 
@@ -85,8 +86,8 @@ class Decoder:
         return pos.unsqueeze(0).expand(rows, -1, -1) if rows > 1 else pos
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of ``ids``."""
-        return self.spec.embed_module(self.model)(ids)
+        """Input embeddings of ``ids`` as the model computes them (``ArchSpec.embed_ids``)."""
+        return self.spec.embed_ids(self.model, ids)
 
     def empty_cache(self) -> Any:
         """An empty KV cache for this decoder."""
@@ -142,9 +143,14 @@ class Decoder:
         n_new = prep.seq_len - 1
         past = prep.past() if prep.past is not None else None
         if n_new > 0:
+            if past is None:  # full-length layers: a sliding-window layer drops keys the next pass here needs
+                from transformers import DynamicCache
+
+                past = DynamicCache()
             pos = prep.position_ids[..., :-1]
             out = self.run(prep, past_key_values=past, use_cache=True, inputs_embeds=prep.inputs_embeds[:, :-1],
-                           attention_mask=prep.attention_mask[:, :-1], position_ids=pos)
+                           attention_mask=prep.attention_mask[:, :-1], position_ids=pos,
+                           input_ids=prep.input_ids[:, :-1])
             past = out.past_key_values
         if past is None:  # a one-token prompt: nothing to cache
             past = self.empty_cache()
@@ -167,8 +173,11 @@ class Decoder:
     def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,
             output_hidden_states: bool = False, output_attentions: bool = False,
             inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-            position_ids: torch.Tensor | None = None) -> Any:
-        """Run the text decoder; returns transformers' BaseModelOutputWithPast."""
+            position_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None) -> Any:
+        """Run the text decoder; returns transformers' BaseModelOutputWithPast.
+
+        ``input_ids``: the token ids of ``inputs_embeds`` when given (architectures whose decoder also reads the
+        ids, see ``ArchSpec.decoder_token_inputs``; without ``inputs_embeds`` they are ``prep.input_ids``)."""
         dec = self.spec.decoder_module(self.model)
         self.calls += 1
         if past_key_values is None and prep.past is not None and inputs_embeds is None:
@@ -182,11 +191,13 @@ class Decoder:
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            **arch_extras.decoder_token_kwargs(self.spec, self.model,
+                                               prep.input_ids if inputs_embeds is None else input_ids),
         )
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from *normed* final states (float32)."""
-        return self.spec.unembed_module(self.model)(h).float()
+        return arch_extras.softcap(self.spec, self.model, self.spec.unembed_module(self.model)(h).float())
 
     def final_norm(self, h: torch.Tensor) -> torch.Tensor:
         """The decoder's final norm."""
@@ -197,7 +208,7 @@ class Decoder:
 
         The final norm is applied exactly once: the last entry is already normed in transformers 5.
         """
-        h = hidden_states[layer][index]
+        h = arch_extras.lens_state(self.spec, self.model, hidden_states[layer], index)
         if not (layer == len(hidden_states) - 1 and self.spec.last_hidden_state_normed):
             h = self.final_norm(h)
         return self.unembed(h)

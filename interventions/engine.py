@@ -219,12 +219,12 @@ class Engine:
     def run(self, prep: Prepared, *, past_key_values: Any = None, use_cache: bool = False,
             output_hidden_states: bool = False, output_attentions: bool = False,
             inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-            position_ids: torch.Tensor | None = None) -> Any:
-        """Run the text decoder; returns transformers' BaseModelOutputWithPast."""
+            position_ids: torch.Tensor | None = None, input_ids: torch.Tensor | None = None) -> Any:
+        """Run the text decoder; returns transformers' BaseModelOutputWithPast (see :meth:`Decoder.run`)."""
         return self.decoder.run(prep, past_key_values=past_key_values, use_cache=use_cache,
                                 output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                                 inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                position_ids=position_ids)
+                                position_ids=position_ids, input_ids=input_ids)
 
     def unembed(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from *normed* final states (float32)."""

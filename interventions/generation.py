@@ -104,7 +104,6 @@ engine: Engine, toks: Sequence[Tokenized], *, max_new_tokens: Sequence[int] | in
     for b in range(B):
         if max_new[b] <= 0:
             gens[b].stop = "length"
-    embed = engine.spec.embed_module(engine.model)
     while True:
         keep: list[int] = []  # batch rows that continue
         for r, b in enumerate(active):
@@ -138,8 +137,9 @@ engine: Engine, toks: Sequence[Tokenized], *, max_new_tokens: Sequence[int] | in
             nxt = [nxt[r] for r in keep]
         ids = torch.tensor(nxt, dtype=torch.long, device=dev)[:, None]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], 1)
-        out = engine.run(prep, inputs_embeds=embed(ids), attention_mask=mask,
-                         position_ids=engine.position_rows(pos[:, None]), past_key_values=cache, use_cache=True)
+        out = engine.run(prep, inputs_embeds=engine.spec.embed_ids(engine.model, ids), attention_mask=mask,
+                         position_ids=engine.position_rows(pos[:, None]), past_key_values=cache, use_cache=True,
+                         input_ids=ids)
         cache = out.past_key_values
         pos = pos + 1
         nxt = engine.unembed(out.last_hidden_state[:, -1]).argmax(-1).tolist()

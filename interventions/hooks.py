@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from . import arch_extras
 from .specs import ArchSpec
 
 __all__ = [
@@ -44,15 +45,18 @@ def _with_hidden(output: Any, h: torch.Tensor) -> Any:
 @contextmanager
 def layer_hook(model: torch.nn.Module, spec: ArchSpec, layer: int, fn: Edit) -> Iterator[None]:
     """Call ``fn(hidden)`` on the output of decoder block ``layer`` (1..L); a returned tensor
-    replaces the output."""
+    replaces the output.  Where a block returns several stacked streams (``ArchSpec.residual_stream_attr``),
+    ``hidden`` is the residual stream among them and a returned tensor replaces that stream only."""
     L = spec.num_layers(model)
     if not 1 <= layer <= L:
         raise ValueError(f"layer {layer} out of range 1..{L}")
     mod = spec.layer_modules(model)[layer - 1]
+    stream = spec.residual_index(model)  # blocks returning stacked streams: the residual stream's index
 
     def hook(_m, _inp, output):
-        new = fn(_hidden_of(output))
-        return None if new is None else _with_hidden(output, new)
+        hidden = _hidden_of(output)
+        new = fn(arch_extras.residual_of(stream, hidden))
+        return None if new is None else _with_hidden(output, arch_extras.with_residual(stream, hidden, new))
 
     handle = mod.register_forward_hook(hook, prepend=True)
     try:
@@ -186,7 +190,7 @@ def mask_attention(model: torch.nn.Module, spec: ArchSpec, attention_mask_2d: to
 
     Works with eager (additive float masks) and sdpa (boolean masks) attention; the full causal +
     padding mask is rebuilt from ``attention_mask_2d`` so that it also works when transformers
-    passes no mask (pure causal case).
+    passes no mask (pure causal case), restricted to the window in sliding-window layers.
     """
     L = spec.num_layers(model)
     layers = list(range(1, L + 1)) if layers is None else list(layers)
@@ -200,23 +204,36 @@ def mask_attention(model: torch.nn.Module, spec: ArchSpec, attention_mask_2d: to
     rows = torch.arange(B, device=dev)
     q = query_positions.to(dev)
     allowed[rows, 0, q, :] &= ~key_mask.to(dev).bool()
-    # Rows that are pure padding must keep at least one key to avoid NaNs.
-    allowed |= (~allowed.any(-1, keepdim=True)) & torch.eye(T, dtype=torch.bool, device=dev)[None, None]
+    idx = torch.arange(T, device=dev)
 
-    def pre(_m, args, kwargs):
-        ref = kwargs.get("hidden_states", args[0] if args else None)
-        if impl == "eager":
-            m = torch.zeros(allowed.shape, dtype=ref.dtype, device=dev)
-            m = m.masked_fill(~allowed, torch.finfo(ref.dtype).min)
-        else:
-            m = allowed
-        kwargs["attention_mask"] = m
-        return args, kwargs
+    def layer_mask(window: int | None) -> torch.Tensor:
+        # A sliding-window layer (its attention module's ``sliding_window``) sees keys with q - k < window only.
+        a = allowed if not window else allowed & ((idx[:, None] - idx[None, :]) < int(window))[None, None]
+        # Rows that are pure padding must keep at least one key to avoid NaNs.
+        return a | ((~a.any(-1, keepdim=True)) & torch.eye(T, dtype=torch.bool, device=dev)[None, None])
+
+    def make(a: torch.Tensor):
+        def pre(_m, args, kwargs):
+            ref = kwargs.get("hidden_states", args[0] if args else None)
+            if impl == "eager":
+                m = torch.zeros(a.shape, dtype=ref.dtype, device=dev)
+                m = m.masked_fill(~a, torch.finfo(ref.dtype).min)
+            else:
+                m = a
+            kwargs["attention_mask"] = m
+            return args, kwargs
+
+        return pre
 
     handles = []
+    by_window: dict[int | None, Any] = {}  # one mask per distinct window
     try:
         for l in layers:
-            handles.append(spec.attn_module(model, l).register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
+            mod = spec.attn_module(model, l)
+            window = getattr(mod, "sliding_window", None) or None
+            if window not in by_window:
+                by_window[window] = make(layer_mask(window))
+            handles.append(mod.register_forward_pre_hook(by_window[window], with_kwargs=True, prepend=True))
         yield
     finally:
         for h in handles:

@@ -84,15 +84,18 @@ def load_model(pretrained: str, *, revision: str | None = None, dtype: Any = "au
                                          else {spec.text_config: attn_implementation})
     if parallelize:
         kwargs["device_map"] = "auto"
-    if random_weights:
-        import torch
+    from .arch_extras import stub_towers
 
-        kwargs.pop("revision")
-        kwargs.pop("trust_remote_code")
-        with torch.device(device):
-            model = cls._from_config(config, **kwargs)
-    else:
-        model = cls.from_pretrained(pretrained, **kwargs)
+    with stub_towers(spec, config):  # towers the spec never runs are not built (ArchSpec.stub_sub_configs)
+        if random_weights:
+            import torch
+
+            kwargs.pop("revision")
+            kwargs.pop("trust_remote_code")
+            with torch.device(device):
+                model = cls._from_config(config, **kwargs)
+        else:
+            model = cls.from_pretrained(pretrained, **kwargs)
     if not parallelize:
         model.to(device)
     model.eval()

@@ -76,7 +76,7 @@ class PrefixCache:
         """
         dec = self.decoder
         split = [self.split_point(t) for t in toks]
-        if any(p is None for p in split):
+        if any(p is None for p in split) or not dec.spec.prefix_kv_cache:
             return dec.prepare(toks, audio)
         points = [p for p in split if p is not None]  # all of them (narrowed to int)
         keys = [prefix_key(t, p) or "" for t, p in zip(toks, points)]

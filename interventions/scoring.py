@@ -143,9 +143,9 @@ def score_items(engine: Engine, items: Sequence[MCItem], intervention: Intervent
         start = torch.tensor([prep.lengths[i] for i, _ in multi], device=rows.device)
         pos = start[:, None] + torch.arange(n, device=rows.device)[None, :]
         pos = engine.position_rows(pos)
-        emb = engine.spec.embed_module(engine.model)(ids)
+        emb = engine.spec.embed_ids(engine.model, ids)
         out2 = engine.run(prep, inputs_embeds=emb, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                          use_cache=True)
+                          use_cache=True, input_ids=ids)
         hs = out2.last_hidden_state  # (M, n, d)
         for k, ((i, j), c) in enumerate(zip(multi, conts)):
             m = len(c) - 1

@@ -11,7 +11,10 @@ never hard-codes module paths.  In the spirit of pyvene's per-architecture mappi
 * how audio positions are found (the audio placeholder token id, read from the config),
 * how audio is turned into the embeddings that fill those positions (``encode_audio``),
 * whether transformers returns the last ``hidden_states`` entry already normed (it does in 5.x),
-* how many rows the rotary position ids have (3 for M-RoPE models).
+* how many rows the rotary position ids have (3 for M-RoPE models),
+* for decoders that are more than embeddings -> blocks -> norm -> LM head (Gemma 3n): which of a block's
+  stacked streams is the residual stream, how the lens un-stacks them, the logit soft-capping, how ids are
+  embedded and which decoder inputs are read from the ids (``interventions.arch_extras`` applies them).
 
 Adding an architecture = one ``ArchSpec`` here + one tiny-model test.
 """
@@ -97,6 +100,27 @@ class ArchSpec:
     # attributes it reads (role -> attribute name, e.g. {"prompt_size": "prompt_size"}).
     audio_positions: Callable[..., Any] | None = None
     config_attrs: dict[str, str] = field(default_factory=dict)
+    # ---- decoders that are more than "embeddings -> blocks -> norm -> lm_head" (Gemma 3n; interventions.arch_extras)
+    # Text-config attribute holding the index of "the residual stream" when a block returns several stacked
+    # streams ([K, B, T, d], Gemma 3n's AltUp: "altup_active_idx"); "": a block returns the residual stream itself.
+    residual_stream_attr: str = ""
+    # (model, stacked streams [K, ..., d]) -> one pre-norm state [..., d]: how the model un-stacks its streams
+    # before the final norm; the lens applies it to every ``hidden_states`` entry.  None: entries are states.
+    lens_readout: Callable[..., Any] | None = None
+    # Text-config attribute of the final logit soft-capping (logits = c * tanh(logits / c)); "": none.
+    logit_softcap_attr: str = ""
+    # (model, input_ids) -> embeddings, when the decoder's ``embed_tokens`` alone is not how the model embeds ids
+    # (Gemma 3n: ids in the vision / audio ranges take the multimodal embedders' hard embeddings); see embed_ids.
+    token_embedder: Callable[..., Any] | None = None
+    # (model, input_ids) -> extra decoder keyword inputs computed from the token ids of the positions run
+    # (Gemma 3n: ``per_layer_inputs``); the engine passes the ids of every pass to it.
+    decoder_token_inputs: Callable[..., Any] | None = None
+    # Whether the engine may reuse a stacked per-layer KV cache of a shared audio prefix (prepare_split); False
+    # when some layers keep no KV of their own (Gemma 3n's KV-shared layers) or crop it (sliding windows).
+    prefix_kv_cache: bool = True
+    # Sub-configs (e.g. "vision_config") whose tower the loader builds as an empty stand-in: audio-only use never
+    # runs it, and its weights are not read (Gemma 3n's vision tower would need timm).
+    stub_sub_configs: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +151,12 @@ class ArchSpec:
     def embed_module(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_module(self.decoder_module(model), self.embed)
 
+    def embed_ids(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of token ids as the model computes them (``token_embedder``, else ``embed_module``)."""
+        if self.token_embedder is not None:
+            return self.token_embedder(model, ids)
+        return self.embed_module(model)(ids)
+
     def unembed_module(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_module(model, self.unembed)
 
@@ -150,6 +180,10 @@ class ArchSpec:
 
     def hidden_size(self, model: torch.nn.Module) -> int:
         return int(self.text_cfg(model).hidden_size)
+
+    def residual_index(self, model: torch.nn.Module) -> int | None:
+        """Index of the residual stream in a block's stacked output (None: the output is the stream)."""
+        return int(getattr(self.text_cfg(model), self.residual_stream_attr)) if self.residual_stream_attr else None
 
     def audio_token_id(self, model: torch.nn.Module) -> int:
         cfg = getattr(model.config, self.audio_token_from) if self.audio_token_from else model.config

@@ -1,7 +1,7 @@
 """Specs of the LALM architectures added for issue #15 (registered from :mod:`interventions.specs`).
 
 transformers-native: Audio Flamingo 3, Music Flamingo, Qwen3-Omni (MoE thinker), Granite Speech, Phi-4-multimodal
-(all run, on tiny models: tests/test_more_archs.py) and Gemma 3n (registered, not run: see its spec).  What
+and Gemma 3n (all run, on tiny models: tests/test_more_archs.py).  What
 "layer l" means is the same everywhere (docs/CONTRACTS.md): the residual stream after decoder block l of the
 *text* decoder (for Qwen3-Omni: after the block's mixture-of-experts MLP).  Architecture-specific notes sit next
 to each spec; the papers' own remote-code models are in :mod:`interventions.specs_remote`.
@@ -146,20 +146,90 @@ PHI4_MULTIMODAL = register_spec(
 )
 
 
+def _gemma3n_embed(model, ids):
+    """Gemma 3n's own embedding of token ids (``Gemma3nModel.forward``): the text table scaled by sqrt(d), except
+    ids in the vision range [vision offset, audio offset) and the audio range [audio offset, ...), which take the
+    hard embeddings of ``embed_vision`` / ``embed_audio`` (the end-of-image / end-of-audio markers and the soft
+    placeholders are such ids; the placeholders are then overwritten by the audio embeddings)."""
+    inner = model.model
+    emb = inner.language_model.embed_tokens(ids)
+    for embedder, upper in ((inner.embed_vision, inner.embed_audio.vocab_offset), (inner.embed_audio, None)):
+        lo = embedder.vocab_offset
+        mask = (ids >= lo) if upper is None else (ids >= lo) & (ids < upper)
+        if bool(mask.any()):
+            dummy = lo + embedder.vocab_size - 1
+            hard = embedder(input_ids=torch.where(mask, ids, torch.full_like(ids, dummy))).to(emb.dtype)
+            emb = torch.where(mask.unsqueeze(-1), hard, emb)
+    return emb
+
+
+def _gemma3n_per_layer_inputs(model, ids):
+    """Per-layer token embeddings of the decoder (``per_layer_inputs``), from the ids as the model computes them
+    (ids past ``vocab_size_per_layer_input`` -- the vision / audio ranges, audio placeholders included -- read row
+    0); the decoder adds its projection of the input embeddings itself."""
+    return {"per_layer_inputs": model.model.language_model.get_per_layer_inputs(ids)}
+
+
+def _gemma3n_unstack(model, h):
+    """Gemma 3n's un-stacking of its AltUp streams before the final norm (``Gemma3nTextModel.forward``): stream 0
+    as is, streams 1..K-1 through ``altup_unembed_projections`` rescaled to stream 0's RMS, then the mean."""
+    lm = model.model.language_model
+    target = torch.mean(h[0] ** 2, dim=-1, keepdim=True) ** 0.5
+    streams = [h[0]]
+    for i in range(1, h.shape[0]):
+        proj = lm.altup_unembed_projections[i - 1](h[i]).to(h.dtype)
+        mag = torch.sqrt(torch.mean(proj ** 2, dim=-1, keepdim=True).clamp(min=1e-5))
+        streams.append(proj * target / mag)
+    return torch.stack(streams).mean(0)
+
+
+def _encode_gemma3n(model, feats):
+    """Gemma 3n: the conformer audio tower over the clip's mel frames (``input_features_mask``: valid frames), then
+    ``embed_audio`` (soft-token path).  As the model's own forward: masked encoder frames and the rest of the
+    clip's fixed run of placeholders (188 in the released checkpoints) take the hard embedding of the last
+    vocabulary id.  One clip at a time (a call's clips are padded to the longest)."""
+    inner = model.model
+    out = inner.get_audio_features(feats["input_features"], ~feats["input_features_mask"].bool(), return_dict=True)
+    emb, masked = out.pooler_output, out.audio_mel_mask
+    pad = inner.embed_audio(input_ids=torch.tensor([[inner.vocab_size - 1]], dtype=torch.long, device=emb.device))
+    emb = torch.where(masked.unsqueeze(-1), pad, emb)
+    n = int(feats["_tokens_per_clip"][0])
+    if emb.shape[1] > n:
+        raise RuntimeError(f"Gemma 3n audio tower gave {emb.shape[1]} embeddings for {n} placeholders")
+    return [torch.cat([emb[0], pad[0].expand(n - emb.shape[1], -1)], 0)]
+
+
 GEMMA3N = register_spec(
     ArchSpec(
         name="gemma3n",
         model_types=("gemma3n",),  # google/gemma-3n-E2B-it, google/gemma-3n-E4B-it
         model_class="Gemma3nForConditionalGeneration",
-        decoder="model.language_model",  # Gemma3nTextModel; lm_head at the top
-        # Audio: the processor's <audio_soft_token> run (188 per clip), filled by the conformer audio tower +
-        # Gemma3nMultimodalEmbedder.
-        not_run_reason=(
-            "spec written from transformers' modeling code, not run here: the engine does not yet support "
-            "Gemma 3n's AltUp (every decoder block reads and returns altup_num_inputs stacked residual streams, "
-            "so 'the residual stream after block l' needs a choice of stream), its per-layer token embeddings "
-            "(per_layer_inputs, computed from the token ids next to inputs_embeds) or its final logit "
-            "soft-capping; and the tiny model cannot be built here (its vision tower needs timm)"),
+        decoder="model.language_model",  # Gemma3nTextModel; lm_head (tied to embed_tokens) at the top
+        processor_feature_keys=("input_features", "input_features_mask"),
+        encode_audio=_encode_gemma3n,
+        encode_per_clip=True,
+        audio_window_s=30.0,  # the processor gives every clip the same 188 placeholders (a 30-s window)
+        # AltUp: every block reads and returns altup_num_inputs stacked streams [K, B, T, d]; only the active one
+        # (altup_active_idx, 0) goes through attention and MLP, the others are predicted / corrected from it.
+        # "The residual stream after block l" is that active stream of block l's output: steering, enrich,
+        # tracing's patches and every capture read and write it alone (the other streams stay as computed).
+        residual_stream_attr="altup_active_idx",
+        # The lens reads every hidden_states entry (all K streams) through the model's own un-stacking, then
+        # the final norm, lm_head and the soft-capping: at layer L it is exactly the model's logits.
+        lens_readout=_gemma3n_unstack,
+        last_hidden_state_normed=False,  # hidden_states[-1] is the last block's stacked output, before un-stacking
+        logit_softcap_attr="final_logit_softcapping",
+        # Audio positions are the <audio_soft_token> runs; <start_of_audio> / <end_of_audio> around them are text
+        # (the end marker, an id in the audio range, takes embed_audio's hard embedding, as in the model).
+        token_embedder=_gemma3n_embed,
+        # Per-layer inputs: the decoder adds a per-layer token embedding (from the ids) to its projection of the
+        # input embeddings; audio positions carry the placeholder id there (row 0 of the table), as in the model.
+        decoder_token_inputs=_gemma3n_per_layer_inputs,
+        # The last num_kv_shared_layers blocks reuse the keys / values of an earlier block and cache none of their
+        # own; attention weights (eager) are each block's own.  No stacked prefix KV cache.
+        prefix_kv_cache=False,
+        # The vision tower (timm's MobileNetV5) is never run on audio + text: not built, its weights not read.
+        stub_sub_configs=("vision_config",),
     )
 )
 
