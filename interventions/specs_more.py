@@ -183,7 +183,7 @@ def _gemma3n_unstack(model, h):
     return torch.stack(streams).mean(0)
 
 
-def _encode_gemma3n(model, feats):
+def _encode_gemma3n(model, feats, counts):
     """Gemma 3n: the conformer audio tower over the clip's mel frames (``input_features_mask``: valid frames), then
     ``embed_audio`` (soft-token path).  As the model's own forward: masked encoder frames and the rest of the
     clip's fixed run of placeholders (188 in the released checkpoints) take the hard embedding of the last
@@ -193,7 +193,7 @@ def _encode_gemma3n(model, feats):
     emb, masked = out.pooler_output, out.audio_mel_mask
     pad = inner.embed_audio(input_ids=torch.tensor([[inner.vocab_size - 1]], dtype=torch.long, device=emb.device))
     emb = torch.where(masked.unsqueeze(-1), pad, emb)
-    n = int(feats["_tokens_per_clip"][0])
+    n = int(counts[0])
     if emb.shape[1] > n:
         raise RuntimeError(f"Gemma 3n audio tower gave {emb.shape[1]} embeddings for {n} placeholders")
     return [torch.cat([emb[0], pad[0].expand(n - emb.shape[1], -1)], 0)]
