@@ -13,21 +13,10 @@ from pathlib import Path
 
 import torch
 
-# audio_tasks.tiny imports this module at its end (its dispatch), so its helpers are imported where used.
+from audio_tasks.tiny_core import _save, build_tokenizer
+
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
 
-
-def build_tokenizer(*a, **k):
-    """Build the tiny tokenizer (:func:`audio_tasks.tiny.build_tokenizer`, imported lazily)."""
-    from audio_tasks.tiny import build_tokenizer as fn
-
-    return fn(*a, **k)
-
-
-def _save(*a, **k):
-    from audio_tasks.tiny import _save as fn
-
-    return fn(*a, **k)
 
 # ---- Audio Flamingo 3 ----------------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ def _pad_vocab(n: int, multiple: int = 64) -> int:
 def twin_qwen2_audio(out: Path, *, layers: int = 2, heads: int = 4, head_dim: int = 16, audio_dim: int = 32,
                      audio_layers: int = 1, seed: int = 0, **_: object) -> Path:
     """Qwen2-Audio-7B-Instruct twin: MHA (32:32 -> heads:heads), rope_theta 1e4, rms eps 1e-5, untied."""
-    from .tiny import QWEN2_AUDIO_CHAT_TEMPLATE, make_qwen2_audio
+    from .tiny_core import QWEN2_AUDIO_CHAT_TEMPLATE, make_qwen2_audio
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def twin_qwen2_5_omni(out: Path, *, layers: int = 2, kv_heads: int = 1, head_dim
         WhisperFeatureExtractor,
     )
 
-    from .tiny import QWEN2_5_OMNI_CHAT_TEMPLATE, QWEN2_5_OMNI_TOKEN_ATTRS
+    from .tiny_core import QWEN2_5_OMNI_CHAT_TEMPLATE, QWEN2_5_OMNI_TOKEN_ATTRS
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

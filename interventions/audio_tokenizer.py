@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .arch_spec import ArchSpec
 from .identity import clip_key
-from .specs import ArchSpec
 
 __all__ = ["AudioTokenizer", "Tokenized", "expand_placeholders", "clip_token_counts", "clip_rows"]
 

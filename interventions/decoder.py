@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import arch_extras
+from .arch_spec import ArchSpec
 from .audio_tokenizer import Tokenized
-from .specs import ArchSpec
 
 __all__ = ["Decoder", "Prepared", "AudioEmbeddings"]
 

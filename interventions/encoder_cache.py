@@ -10,10 +10,10 @@ from typing import Sequence
 
 import torch
 
+from .arch_spec import ArchSpec
 from .audio_tokenizer import AudioTokenizer, Tokenized
 from .byte_lru import ByteLRU, nbytes
 from .identity import clip_key
-from .specs import ArchSpec
 
 __all__ = ["EncoderCache", "DEFAULT_ENCODER_CACHE_BYTES"]
 

@@ -21,12 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .arch_spec import ArchSpec
 from .audio_tokenizer import AudioTokenizer, Tokenized, expand_placeholders
 from .decoder import Decoder, Prepared
 from .encoder_cache import DEFAULT_ENCODER_CACHE_BYTES, EncoderCache
 from .identity import clip_key
 from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache
-from .specs import ArchSpec
 
 __all__ = ["Engine", "Prepared", "Tokenized", "clip_key", "expand_placeholders", "DEFAULT_ENCODER_CACHE_BYTES",
            "DEFAULT_PREFIX_CACHE_BYTES"]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from . import arch_extras
-from .specs import ArchSpec
+from .arch_spec import ArchSpec
 
 __all__ = [
     "stop_after",

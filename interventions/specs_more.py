@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from .specs import ArchSpec, _encode_pooled, register_spec
+from .arch_spec import ArchSpec, encode_pooled, register_spec
 
 
 def _encode_af3(model, feats, counts):
     """Audio Flamingo 3: Whisper-style tower over a 30-s window (padded frames masked), avg pooling, projector;
     the first ``((n - 1) // 2 + 1 - 2) // 2 + 1`` rows of clip i (what the processor expanded)."""
-    return _encode_pooled(model, {"input_features": feats["input_features"],
+    return encode_pooled(model, {"input_features": feats["input_features"],
                                   "input_features_mask": feats["input_features_mask"]}, counts)
 
 
@@ -66,7 +66,7 @@ MUSIC_FLAMINGO = register_spec(
 def _encode_qwen3_omni(model, feats, counts):
     """Qwen3-Omni thinker: the audio tower takes each clip's unpadded mel frames (``feature_attention_mask``),
     encodes them in 100-frame chunks (13 tokens per full chunk) and returns one flat sequence."""
-    return _encode_pooled(model, {"input_features": feats["input_features"],
+    return encode_pooled(model, {"input_features": feats["input_features"],
                                   "feature_attention_mask": feats["feature_attention_mask"]}, counts)
 
 
@@ -234,4 +234,3 @@ GEMMA3N = register_spec(
 )
 
 
-from . import specs_remote  # noqa: E402,F401  (the papers' own models: written from published code, not run)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .specs import ArchSpec, register_spec
+from .arch_spec import ArchSpec, register_spec
 
 _NOT_RUN = ("spec written from the published code, not run here: the engine does not yet build this model's "
             "audio inputs (its own code places {what}); see interventions/specs_remote.py")
