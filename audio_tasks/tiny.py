@@ -381,11 +381,6 @@ BUILDERS: dict[str, Callable[..., Path]] = {"qwen2_audio": tiny_qwen2_audio, "vo
                                             "qwen2_5_omni": tiny_qwen2_5_omni}
 
 
-def register_builder(name: str, fn: Callable[..., Path]) -> None:
-    """Register ``fn`` as the tiny-vocabulary builder of architecture ``name``."""
-    BUILDERS[name] = fn
-
-
 from audio_tasks.tiny_more import BUILDERS_MORE  # noqa: E402  (architectures of issue #15)
 
 BUILDERS.update(BUILDERS_MORE)
@@ -394,11 +389,6 @@ BUILDERS.update(BUILDERS_MORE)
 # Real-vocabulary twins (``--vocab real``), see :mod:`audio_tasks.twins`; resolved lazily (name -> builder).
 TWIN_BUILDERS: dict[str, Callable[..., Path] | None] = {"qwen2_audio": None, "voxtral": None, "qwen2_5_omni": None}
 VOCABS = ("tiny", "real")
-
-
-def register_twin_builder(name: str, fn: Callable[..., Path]) -> None:
-    """Register ``fn`` as the real-vocabulary twin builder of architecture ``name``."""
-    TWIN_BUILDERS[name] = fn
 
 
 def build(arch: str, out: Path, vocab: str = "tiny", **kw) -> Path:
