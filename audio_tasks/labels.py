@@ -129,7 +129,7 @@ def _light_lm(model_args: dict[str, Any]):
         def render(self, context: str, doc: Any, n_audio: int) -> str:
             return render_prompt(self, context, doc, n_audio)  # type: ignore[arg-type]
 
-        def _split_continuation(self, prompt: str, continuation: str) -> list[int]:
+        def split_continuation(self, prompt: str, continuation: str) -> list[int]:
             return split_continuation(self, prompt, continuation)  # type: ignore[arg-type]
 
     return Light()
@@ -154,7 +154,7 @@ def label_report(model_args: dict[str, Any], tasks: Sequence[str], *, limit: int
             audio = (aux or {}).get("audio") or []
             n_audio = len(audio) if isinstance(audio, (list, tuple)) else 1
             prompt = lm.render(context, r.doc, n_audio)
-            ids = lm._split_continuation(prompt, cont)
+            ids = lm.split_continuation(prompt, cont)
             docs.setdefault(r.doc_id, []).append((cont, ids))
             if cont not in choices:
                 al = audiolens_first_id(lm.encode_text, cont)
