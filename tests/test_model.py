@@ -117,17 +117,18 @@ def runtime_module_state(source: str) -> list[str]:
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for n in ast.walk(fn):
+            line = getattr(n, "lineno", 0)
             if isinstance(n, ast.Global):
-                found.append(f"line {n.lineno}: global {', '.join(n.names)}")
+                found.append(f"line {line}: global {', '.join(n.names)}")
             targets = n.targets if isinstance(n, (ast.Assign, ast.Delete)) else [n.target] if isinstance(
                 n, ast.AugAssign) else []
             for t in targets:
                 if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id in names:
-                    found.append(f"line {n.lineno}: writes {t.value.id}[...]")
+                    found.append(f"line {line}: writes {t.value.id}[...]")
             f = n.func if isinstance(n, ast.Call) else None
             if isinstance(f, ast.Attribute) and f.attr in _MUTATORS and isinstance(f.value, ast.Name) \
                     and f.value.id in names:
-                found.append(f"line {n.lineno}: {f.value.id}.{f.attr}()")
+                found.append(f"line {line}: {f.value.id}.{f.attr}()")
     return found
 
 
