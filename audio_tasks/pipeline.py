@@ -510,9 +510,10 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
 
 
 def generate_requests(lm: Any, requests: Sequence[Any], *, disable_tqdm: bool = False) -> list[str]:
-    """``generate_until`` for ``lm``: per task, prompts sorted by token length (longest first) and run in
-    batches of ``batch_size`` through :func:`interventions.generation.greedy_generate`; results in
-    request order."""
+    """``generate_until`` for ``lm``: per task, prompts sorted by token length (longest first, lm-eval's
+    ``Collator``) and run in batches of ``batch_size`` through :func:`interventions.generation.greedy_generate`;
+    results in request order."""
+    from lm_eval.models.utils import Collator
     from tqdm import tqdm
 
     from interventions.generation import greedy_generate
@@ -541,9 +542,8 @@ def generate_requests(lm: Any, requests: Sequence[Any], *, disable_tqdm: bool = 
     with tqdm(total=len(requests), desc="audio_lalm generate", disable=disable_tqdm or lm.rank != 0) as bar:
         for task, idxs in by_task.items():
             iv = lm.intervention_for(task, requests[idxs[0]].doc)
-            order = sorted(idxs, key=lambda k: -int(toks[k].input_ids.shape[0]))
-            for s in range(0, len(order), bs):
-                b = order[s: s + bs]
+            # longest first (ties in request order), in batches: lm-eval's Collator, as its hf model orders them
+            for b in Collator(idxs, sort_fn=lambda k: -int(toks[k].input_ids.shape[0])).get_batched(n=bs):
                 gens = greedy_generate(lm.engine, [toks[k] for k in b], max_new_tokens=[rows[k][4] for k in b],
                                        until=[rows[k][3] for k in b], intervention=iv)
                 for k, g in zip(b, gens):
