@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
-__all__ = ["BatchSize", "item_length", "score_in_batches", "shared_prefix_groups", "score_shared"]
+__all__ = ["BatchSize", "item_length", "score_in_batches", "shared_prefix_groups", "score_shared", "score_tasks"]
 
 
 @dataclass
@@ -104,3 +104,39 @@ def score_shared(engine: Any, items: Sequence[Any], groups: list[list[int]], by_
                 emit(sub, score_in_batches(engine, sub, interventions[task], batch, share_prefix=True, pbar=pbar))
         pos += len(chunk)
     pbar.close()
+
+
+def score_tasks(engine: Any, items: Sequence[Any], share_prefix: str, batch: BatchSize,
+                intervention_for: Callable[[str, Any], Any], emit: Callable[[list, list], None], *,
+                score: Callable[..., list[Any]] | None = None, disable: bool = False) -> list[Any]:
+    """Scores of ``items`` (all prepared), in their order.  ``share_prefix`` ``auto``: each task on its own (a
+    task's scores must not depend on which other tasks ran), prefixes repeated within a task shared; ``true``:
+    shared across tasks (:func:`score_shared`); ``false``: none.  ``intervention_for(task, doc)`` is asked
+    when a task is first scored; ``emit(items, scores)`` per scored part; ``score``: the per-batch walk
+    (default :func:`score_in_batches`)."""
+    def walk(sub, iv, desc):
+        if score is not None:
+            return score(sub, iv, desc=desc)
+        return score_in_batches(engine, sub, iv, batch, desc=desc, disable=disable)
+
+    done: dict[int, Any] = {}
+
+    def keep(sub, scores) -> None:
+        emit(sub, scores)
+        done.update({id(it): s for it, s in zip(sub, scores)})
+
+    by_task: OrderedDict[str, list[int]] = OrderedDict()
+    for i, it in enumerate(items):
+        by_task.setdefault(it.meta["task"], []).append(i)
+    parts = [(by_task, list(items))] if share_prefix != "auto" else [
+        ({task: list(range(len(idxs)))}, [items[i] for i in idxs]) for task, idxs in by_task.items()]
+    for tasks, sub in parts:
+        ivs = {task: intervention_for(task, sub[idxs[0]].meta["doc"]) for task, idxs in tasks.items()}
+        groups = shared_prefix_groups(engine, sub, share_prefix)
+        if groups is not None:
+            score_shared(engine, sub, groups, tasks, ivs, batch, keep, disable=disable)
+            continue
+        for task, idxs in tasks.items():
+            part = [sub[i] for i in idxs]
+            keep(part, walk(part, ivs[task], f"audio_lalm {task}"))
+    return [done[id(it)] for it in items]

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM, TemplateLM
-from tqdm import tqdm
 
 from audio_tasks.model_args import MODEL_ARGS, merge_cli_args, parse_model_args
 from interventions.loader import load_model as _load_model
@@ -244,57 +243,25 @@ class AudioLALM(TemplateLM):
         return emit
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
-        """TemplateLM's token-level step on scoring items (prompt ids with audio, continuation ids): each task on
-        its own, sharing repeated audio prefixes per ``share_prefix``; ``emit(items, scores)`` per scored part.
-        Returns (log-likelihood, is_greedy) per continuation, in item order."""
-        from audio_tasks.batching import score_shared, shared_prefix_groups
+        """TemplateLM's token-level step on scoring items (prompt ids with audio, continuation ids), task by task
+        with shared audio prefixes per ``share_prefix`` (:func:`audio_tasks.batching.score_tasks`);
+        ``emit(items, scores)`` per scored part.  Returns (log-likelihood, is_greedy) per continuation, in item
+        order."""
+        from audio_tasks.batching import score_tasks
 
-        items, emit = list(requests), kwargs.get("emit") or (lambda sub, scores: None)
-        done: dict[int, Any] = {}
-
-        def keep(sub, scores) -> None:
-            emit(sub, scores)
-            done.update({id(it): s for it, s in zip(sub, scores)})
-
-        by_task: OrderedDict[str, list[int]] = OrderedDict()
-        for i, it in enumerate(items):
-            by_task.setdefault(it.meta["task"], []).append(i)
-        # share_prefix=auto: each task on its own (a task's scores must not depend on which other tasks ran);
-        # prefixes repeated within a task are still shared.  true: shared across tasks.
-        parts = [(by_task, items)] if self.share_prefix != "auto" else [
-            ({task: list(range(len(idxs)))}, [items[i] for i in idxs]) for task, idxs in by_task.items()]
-        for tasks, sub in parts:
-            ivs = {task: self.intervention_for(task, sub[idxs[0]].meta["doc"]) for task, idxs in tasks.items()}
-            groups = shared_prefix_groups(self.engine, sub, self.share_prefix)
-            if groups is not None:
-                score_shared(self.engine, sub, groups, tasks, ivs, self.batch, keep, disable=self.rank != 0)
-                continue
-            for task, idxs in tasks.items():
-                part = [sub[i] for i in idxs]
-                keep(part, self.score_batches(part, ivs[task], desc=f"audio_lalm {task}"))
-        return [res for it in items for res in done[id(it)].as_results()]
+        items = list(requests)
+        scores = score_tasks(self.engine, items, self.share_prefix, self.batch, self.intervention_for,
+                             kwargs.get("emit") or (lambda sub, scores: None), score=self.score_batches,
+                             disable=self.rank != 0)
+        return [res for s in scores for res in s.as_results()]
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
-        import torch
-        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+        """Text-only rolling log-likelihood (:func:`audio_tasks.rolling.rolling_loglikelihood`)."""
+        from audio_tasks.rolling import rolling_loglikelihood
 
-        out = []
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="audio_lalm rolling"):
-            text = req.args[0]
-            ids = self.engine.encode_text(text)
-            total = 0.0
-            for ctx, pred in map(make_disjoint_window, get_rolling_token_windows(
-                    token_list=ids, prefix_token=self.prefix_token_id, max_seq_len=self.max_length, context_len=1)):
-                seq = torch.tensor([ctx + pred], device=self.engine.device)
-                emb = self.spec.embed_module(self.model)(seq)
-                with torch.no_grad():
-                    h = self.spec.decoder_module(self.model)(inputs_embeds=emb, return_dict=True).last_hidden_state
-                    lp = torch.log_softmax(self.engine.unembed(h[0, -len(pred) - 1:-1] if len(ctx) else h[0]), -1)
-                tgt = torch.tensor(pred, device=lp.device)
-                total += float(lp[torch.arange(len(pred)), tgt].sum())
-            out.append(total)
-            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
-        return out
+        return rolling_loglikelihood(self.engine, requests, prefix_token=self.prefix_token_id,
+                                     max_length=self.max_length, cache_hook=self.cache_hook,
+                                     disable=disable_tqdm or self.rank != 0)
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Greedy generation with audio, batched (left padding, KV cache, incremental decoding; see

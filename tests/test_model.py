@@ -184,3 +184,16 @@ def test_first_token_task_names_are_computed_from_the_task_files(policy, task, a
              for line in f.read_text().splitlines() if line.startswith("task:")} - {""}  # "" : a group's list
     assert first_token_tasks() == frozenset(names) and "sakura_gender" in names
     assert refuses(policy, task, analysis) is refused
+
+
+def test_rolling_loglikelihood_matches_the_full_forward(tiny_lm):
+    """Text-only rolling scoring (one window here) equals the model's own forward after the prefix token."""
+    import torch
+
+    text = "The speaker's gender is male, and the clip is rather short."
+    (got,) = tiny_lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0, ("t", 0, 1))])
+    ids = [tiny_lm.tokenizer.eos_token_id] + list(tiny_lm.tokenizer(text, add_special_tokens=False).input_ids)
+    assert len(ids) < tiny_lm.max_length
+    with torch.no_grad():
+        lp = torch.log_softmax(tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    assert abs(got - sum(lp[k - 1, ids[k]].item() for k in range(1, len(ids)))) < 1e-4
