@@ -19,8 +19,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["load_audio", "AudioError", "warn_if_truncated"]
 
-_warned_long = False
-
 
 class AudioError(ValueError):
     """An audio input that cannot be loaded or used."""
@@ -43,14 +41,15 @@ def _read(src: Any) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
-def load_audio(item: Any, target_sr: int, *, where: str = "") -> np.ndarray:
-    """Return mono float32 audio at ``target_sr`` from any supported input."""
+def load_audio(item: Any, target_sr: int, *, where: str = "", warned: set[str] | None = None) -> np.ndarray:
+    """Return mono float32 audio at ``target_sr`` from any supported input (``warned``: see
+    :func:`warn_if_short_wav`)."""
     desc = f" ({where})" if where else ""
     try:
         if isinstance(item, (str, bytes)) and not isinstance(item, bytes):
             name = item
             data, sr = _read(item)
-            warn_if_short_wav(item, where)
+            warn_if_short_wav(item, where, warned=warned)
         elif isinstance(item, dict):
             name = str(item.get("path") or "<in-memory audio>")
             if item.get("array") is not None:
@@ -87,17 +86,21 @@ def load_audio(item: Any, target_sr: int, *, where: str = "") -> np.ndarray:
     return _resample(data, sr, target_sr)
 
 
-def warn_if_truncated(n_samples: int, sr: int, window_s: float | None, where: str = "") -> None:
-    """Warn (once per run, naming the doc) when a clip is longer than the encoder window (it is truncated)."""
-    global _warned_long
-    if window_s and n_samples > math.ceil(window_s * sr) and not _warned_long:
-        _warned_long = True
-        log.warning("audio clip of %.1f s%s is longer than the encoder window of %.0f s and is truncated "
-                    "(warned once; later long clips are truncated silently)", n_samples / sr,
-                    f" ({where})" if where else "", window_s)
+def warn_if_truncated(n_samples: int, sr: int, window_s: float | None, where: str = "", *,
+                      warned: set[str] | None = None) -> None:
+    """Warn, naming the doc, when a clip is longer than the encoder window (it is truncated).
 
-
-_warned_short: set[str] = set()
+    ``warned``: a set owned by the caller (the model's preparer, one per run): the warning is then given once
+    and later long clips are truncated silently.  Without it every long clip is reported."""
+    if not window_s or n_samples <= math.ceil(window_s * sr):
+        return
+    if warned is not None:
+        if "long clip" in warned:
+            return
+        warned.add("long clip")
+    log.warning("audio clip of %.1f s%s is longer than the encoder window of %.0f s and is truncated "
+                "(warned once; later long clips are truncated silently)", n_samples / sr,
+                f" ({where})" if where else "", window_s)
 
 
 def wav_shortfall(path: str) -> tuple[int, int] | None:
@@ -125,13 +128,15 @@ def wav_shortfall(path: str) -> tuple[int, int] | None:
     return None
 
 
-def warn_if_short_wav(path: str, where: str = "") -> None:
-    """Warn (once per file) when a WAV header claims more samples than the file holds."""
-    if path in _warned_short:
+def warn_if_short_wav(path: str, where: str = "", *, warned: set[str] | None = None) -> None:
+    """Warn when a WAV header claims more samples than the file holds; once per file and ``warned`` (a set
+    owned by the caller, one per run), every time without it."""
+    if warned is not None and path in warned:
         return
     short = wav_shortfall(path)
     if short:
-        _warned_short.add(path)
+        if warned is not None:
+            warned.add(path)
         log.warning("audio file %s%s is truncated: its header declares %d data bytes but only %d are present; "
                     "the %.0f%% that is there is used", path, f" ({where})" if where else "", short[0], short[1],
                     100.0 * short[1] / max(1, short[0]))

@@ -5,7 +5,8 @@
 * ``auto_calibrate``: the headline command has no ``calibration=``: calibrate on the task's
   calibration split (never on evaluated docs; checked), cache the artifact on disk under a key of
   model, revision, task, split and seed, and say so in the log;
-* ``build_intervention``: artifact + arguments -> intervention object (incl. random controls).
+* ``build_intervention``: artifact + arguments -> intervention object (incl. random controls);
+* ``TaskInterventions``: per task, the intervention a model applies and its record (the adapter's seam).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from interventions.steering import Enrich, HeadSteer, LayerGuided, RandomEnrich,
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
-__all__ = ["resolve_static", "auto_calibrate", "build_intervention", "run_calibration", "cache_root",
-           "KINDS_NEEDED"]
+__all__ = ["resolve_static", "auto_calibrate", "TaskInterventions", "build_intervention", "run_calibration",
+           "cache_root", "KINDS_NEEDED"]
 
 KINDS_NEEDED = {"enrich": ("enrich",), "layer_guided": ("layer_guided",), "single_layer": ("single_layer",),
                 "head": ("head",)}
@@ -107,8 +108,9 @@ def _dims(lm) -> tuple[int, int]:
     return lm.spec.num_layers(lm.model), lm.spec.num_heads(lm.model)
 
 
-def resolve_static(lm):
-    """Intervention fixed by arguments or by ``calibration=DIR``; None when auto-calibration is needed."""
+def resolve_static(lm) -> tuple[Any, dict[str, Any]] | None:
+    """``(intervention, record)`` fixed by arguments or by ``calibration=DIR``; None when auto-calibration is
+    needed."""
     cfg: SteerConfig = lm.steer_cfg
     L, H = _dims(lm)
     from audio_tasks.record import intervention_record
@@ -116,14 +118,54 @@ def resolve_static(lm):
     if cfg.calibration:
         art = load_artifact(cfg.calibration, model_id=lm.pretrained, num_layers=L, num_heads=H, fingerprint=lm.identity)
         iv = build_intervention(cfg, art, L, H)
-        lm._records["*"] = intervention_record(cfg, iv, art, source="calibration artifact")
-        lm._records["*"]["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
-        return iv
+        rec = intervention_record(cfg, iv, art, source="calibration artifact")
+        rec["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
+        return iv, rec
     if cfg.explicit:
         iv = build_intervention(cfg, None, L, H)
-        lm._records["*"] = intervention_record(cfg, iv, None, source="arguments")
-        return iv
+        return iv, intervention_record(cfg, iv, None, source="arguments")
     return None
+
+
+class TaskInterventions:
+    """Per task, the intervention ``lm`` applies and its record (what was applied, for the results JSON).
+
+    Fixed by the arguments or ``calibration=DIR``: resolved (and checked against the model) now, the same
+    for every task; else calibrated automatically on each task's calibration split on first use, with the
+    task metadata stamped on its docs (:func:`auto_calibrate`).  ``records``: the dict the run's
+    :class:`audio_tasks.record.RunRecord` reads."""
+
+    def __init__(self, lm, records: dict[str, dict[str, Any]]) -> None:
+        self.lm = lm
+        self.records = records
+        self.objects: dict[str, Any] = {}
+        static = resolve_static(lm) if lm.steer_cfg.steer != "none" else None
+        if static is not None:
+            self.objects["*"], self.records["*"] = static
+
+    @property
+    def automatic(self) -> bool:
+        """Whether each task is calibrated automatically (its default split is then the evaluation split)."""
+        return self.lm.steer_cfg.steer != "none" and "*" not in self.objects
+
+    def for_task(self, task_name: str | None, doc: Any = None):
+        """The task's intervention (None without ``steer``); auto-calibrated on first use."""
+        from audio_tasks.record import log_record
+
+        if self.lm.steer_cfg.steer == "none":
+            return None
+        key: Any = task_name
+        if "*" in self.objects:
+            if key not in self.records:
+                self.records[key] = self.records.get("*", {})
+                log_record(str(task_name), self.records[key])
+            return self.objects["*"]
+        if key not in self.objects:
+            from audio_tasks.data.registry import doc_metadata
+
+            self.objects[key], self.records[key] = auto_calibrate(self.lm, str(task_name), doc_metadata(doc))
+            log_record(str(task_name), self.records.get(key, {}))
+        return self.objects[key]
 
 
 def _cache_key(lm, task: str, metadata: dict[str, Any], kinds) -> str:
@@ -176,8 +218,8 @@ def run_calibration(lm, tasks: list[str], out: str | Path | None, *, metadata: d
     return {"meta": meta, **result}, tensors
 
 
-def auto_calibrate(lm, task: str, metadata: dict[str, Any] | None = None):
-    """Calibrate automatically on ``task``'s calibration split (cached on disk).
+def auto_calibrate(lm, task: str, metadata: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """``(intervention, record)`` calibrated automatically on ``task``'s calibration split (cached on disk).
 
     ``metadata``: the task's ``--metadata`` (``audio_tasks.data.registry.doc_metadata`` of its docs)."""
     from audio_tasks.data.registry import calibration_metadata
@@ -201,6 +243,4 @@ def auto_calibrate(lm, task: str, metadata: dict[str, Any] | None = None):
 
     rec = intervention_record(cfg, iv, art, source="automatic calibration", cache_key=key)
     rec["_calibration_clip_ids"] = [str(c) for c in (art.get("meta") or {}).get("clip_ids") or []]
-    if hasattr(lm, "_records"):
-        lm._records[task] = rec
-    return iv
+    return iv, rec

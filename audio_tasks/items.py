@@ -58,13 +58,15 @@ def task_items(engine: Any, task_names: Iterable[str], *, split: str | None = No
     """MCItems (see interventions.scoring) for the docs of the given tasks.
 
     ``engine``: an :class:`interventions.engine.Engine` (``interventions.load_engine``), or an object with an
-    ``engine`` attribute (``AudioLALM``); items come from ``audio_tasks.requests.build_items``.
+    ``engine`` attribute (``AudioLALM``, whose ``item_options()`` apply); items come from
+    ``audio_tasks.requests.build_items``.
 
     ``item.meta`` holds task, doc_id, doc, gold (index), choices (strings) and the rendered prompt.
     """
     from audio_tasks.requests import build_items
 
     lm = engine if hasattr(engine, "engine") else None  # AudioLALM: its first-token settings apply
+    opts = lm.item_options() if lm is not None and hasattr(lm, "item_options") else {}
     engine = getattr(engine, "engine", engine)
     md = dict(metadata or {})
     if split:
@@ -75,10 +77,7 @@ def task_items(engine: Any, task_names: Iterable[str], *, split: str | None = No
     for name in sorted(tasks, key=lambda n: (order.get(n, len(order)), n)):
         task = tasks[name]
         # analyses score first tokens: choices sharing one are refused (audio_tasks.labels)
-        its = build_items(engine, task_requests(task, limit=limit), for_analysis=True,
-                          first_token=getattr(lm, "first_token", "in_context"),
-                          collisions=getattr(lm, "first_token_collisions", "auto"),
-                          clip_cache=getattr(lm, "_audio_cache", None))
+        its = build_items(engine, task_requests(task, limit=limit), for_analysis=True, **opts)
         for it in its:
             doc = it.meta["doc"]
             choices = task.doc_to_choice(doc)

@@ -24,6 +24,7 @@ the AudioLens figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections import OrderedDict
@@ -36,24 +37,20 @@ FIRST_TOKEN_MODES = ("in_context", "audiolens")
 COLLISION_POLICIES = ("auto", "refuse", "allow")
 
 
+@functools.lru_cache(maxsize=1)
 def first_token_tasks() -> frozenset[str]:
-    """Names of this package's tasks: all of them report ``acc_first_token`` (audio_tasks/tasks/utils.py)."""
-    global _FT_TASKS
-    if _FT_TASKS is None:
-        import re as _re
+    """Names of this package's tasks: all of them report ``acc_first_token`` (audio_tasks/tasks/utils.py).
+    Read from the task YAML files once (``functools.lru_cache``)."""
+    import re as _re
 
-        from audio_tasks.tasks import TASKS_DIR
+    from audio_tasks.tasks import TASKS_DIR
 
-        names = set()
-        for f in TASKS_DIR.rglob("*.yaml"):
-            m = _re.search(r"^task:\s*([\w.-]+)\s*$", f.read_text(), _re.M)
-            if m:
-                names.add(m.group(1))
-        _FT_TASKS = frozenset(names)
-    return _FT_TASKS
-
-
-_FT_TASKS: frozenset[str] | None = None
+    names = set()
+    for f in TASKS_DIR.rglob("*.yaml"):
+        m = _re.search(r"^task:\s*([\w.-]+)\s*$", f.read_text(), _re.M)
+        if m:
+            names.add(m.group(1))
+    return frozenset(names)
 
 
 def refuses(policy: str, task_name: str | None, analysis: bool = False) -> bool:
@@ -106,11 +103,12 @@ def check_first_tokens(labels: Sequence[str], first_ids: Sequence[int], tokenize
 
 
 def _light_lm(model_args: dict[str, Any]):
-    """The rendering and continuation-splitting parts of ``AudioLALM`` without loading weights."""
+    """The rendering and continuation-splitting parts of ``audio_lalm`` (:mod:`audio_tasks.requests`) without
+    loading weights."""
     from transformers import AutoProcessor
 
     from audio_tasks import processors
-    from audio_tasks.model import AudioLALM
+    from audio_tasks.requests import render_prompt, split_continuation
     from interventions.audio_tokenizer import AudioTokenizer
 
     pretrained = str(model_args["pretrained"])
@@ -120,9 +118,6 @@ def _light_lm(model_args: dict[str, Any]):
     class Light:
         processor = proc
         tokenizer = getattr(proc, "tokenizer", proc)
-        _external_chat = False
-        render = AudioLALM.render
-        _split_continuation = AudioLALM._split_continuation
 
         @property
         def engine(self):
@@ -130,6 +125,12 @@ def _light_lm(model_args: dict[str, Any]):
 
         render_chat = AudioTokenizer.render_chat
         encode_text = AudioTokenizer.encode_text
+
+        def render(self, context: str, doc: Any, n_audio: int) -> str:
+            return render_prompt(self, context, doc, n_audio)  # type: ignore[arg-type]
+
+        def split_continuation(self, prompt: str, continuation: str) -> list[int]:
+            return split_continuation(self, prompt, continuation)  # type: ignore[arg-type]
 
     return Light()
 
@@ -153,7 +154,7 @@ def label_report(model_args: dict[str, Any], tasks: Sequence[str], *, limit: int
             audio = (aux or {}).get("audio") or []
             n_audio = len(audio) if isinstance(audio, (list, tuple)) else 1
             prompt = lm.render(context, r.doc, n_audio)
-            ids = lm._split_continuation(prompt, cont)
+            ids = lm.split_continuation(prompt, cont)
             docs.setdefault(r.doc_id, []).append((cont, ids))
             if cont not in choices:
                 al = audiolens_first_id(lm.encode_text, cont)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from audio_tasks.requests import audio_identity, finish_doc, group_requests
+from audio_tasks.requests import audio_identity, encode_pair, finish_doc, group_requests
 from interventions.engine import Tokenized, clip_key, expand_placeholders
 
 log = logging.getLogger("lm_eval.audio_lalm")
@@ -149,6 +149,7 @@ class Preparer:
         self.audio_cache = _LRU(2048)  # content key -> decoded, resampled, windowed clip
         self.stats = {"render_misses": 0, "split_misses": 0, "processor_docs": 0, "fast_docs": 0,
                       "audio_decoded": 0}
+        self.warned: set[str] = set()  # audio warnings already given (audio_tasks.audio: once per run)
 
     # ---- per-thread processor ------------------------------------------------------------
     @property
@@ -202,8 +203,8 @@ class Preparer:
             key = self._content_key(it)
             wav = self.audio_cache.get(key) if key else None
             if wav is None:
-                wav = load_audio(it, sr, where=where)
-                warn_if_truncated(len(wav), sr, window, where)
+                wav = load_audio(it, sr, where=where, warned=self.warned)
+                warn_if_truncated(len(wav), sr, window, where, warned=self.warned)
                 if window:
                     wav = wav[: int(window * sr)]
                 self.stats["audio_decoded"] += 1
@@ -214,9 +215,9 @@ class Preparer:
 
     # ---- text --------------------------------------------------------------------------
     def render(self, context: str, doc: Any, n_audio: int) -> str:
-        """``AudioLALM.render``, once per prompt pattern."""
+        """``AudioLALM.render`` (:func:`audio_tasks.requests.render_prompt`), once per prompt pattern."""
         lm = self.lm
-        if n_audio == 0 or lm._external_chat:
+        if n_audio == 0 or lm.external_chat:
             return context
         if isinstance(doc, dict) and "user_prompt" in doc and "assistant_prefix" in doc:
             key = (None, doc["user_prompt"], doc["assistant_prefix"], n_audio)
@@ -233,18 +234,13 @@ class Preparer:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def split_continuation(self, prompt: str, continuation: str) -> list[int]:
-        """``AudioLALM._split_continuation`` (lm-eval's hf split), once per (prompt, continuation)."""
+        """:func:`audio_tasks.requests.encode_pair` (lm-eval's ``TemplateLM`` split), once per (prompt,
+        continuation)."""
         key = (prompt, continuation)
         ids = self.split_cache.get(key)
         if ids is None:
             self.stats["split_misses"] += 1
-            n_sp = len(prompt) - len(prompt.rstrip())
-            p, c = prompt, continuation
-            if n_sp:
-                c = p[-n_sp:] + c
-                p = p[:-n_sp]
-            whole, ctx = self._encode(p + c), self._encode(p)
-            ids = whole[len(ctx):] if whole[: len(ctx)] == ctx and len(whole) > len(ctx) else self._encode(c)
+            ids = encode_pair(self._encode, prompt, continuation)[1]
             self.split_cache.put(key, ids)
         return list(ids)
 
@@ -334,7 +330,7 @@ class Preparer:
             cont_ids = [self.split_continuation(prompt, c) for c in g["conts"]]
             firsts.append(finish_doc(g, prompt, cont_ids, encode_text=self._encode, tokenizer=self.tokenizer,
                                      first_token=lm.first_token, collisions=lm.first_token_collisions,
-                                     for_analysis=lm._building_for_analysis))
+                                     for_analysis=False))
             conts.append(cont_ids)
             n_sp = len(prompt) - len(prompt.rstrip())
             bases.append(prompt[:-n_sp] if n_sp else prompt)
@@ -425,7 +421,7 @@ def may_share_prefix(lm: Any, groups: Sequence[dict[str, Any]]) -> bool:
     """Whether the shared-audio-prefix path can apply (it needs every doc prepared before scoring):
     ``share_prefix=true``, or ``auto`` and two docs have the same audio and the same rendered text up to
     their last audio placeholder (cheap: no audio decoded, the template rendered once per pattern).  The
-    final grouping is still made from the token ids (``AudioLALM._shared_prefix_groups``)."""
+    final grouping is still made from the token ids (``audio_tasks.batching.shared_prefix_groups``)."""
     if lm.share_prefix != "auto":
         return lm.share_prefix == "true"
     prep: Preparer = lm._preparer
@@ -470,7 +466,7 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
     """Score ``groups`` task by task while ``lm.prep_workers`` threads prepare the chunks ahead.
 
     Chunks (``max(CHUNK_DOCS, batch size)`` docs) are prepared as a unit; ``WINDOW_CHUNKS`` consecutive
-    chunks of a task are sorted by length and cut into batches (``AudioLALM._score_batches``).  Both
+    chunks of a task are sorted by length and cut into batches (``AudioLALM.score_batches``).  Both
     depend only on the requests and the batch size, never on the worker count or timing."""
     from tqdm import tqdm
 
@@ -498,7 +494,7 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
     try:
         for task, n in windows:
             items = [it for _ in range(n) for it in next(ready)]
-            emit(items, lm._score_batches(items, lm.intervention_for(task, items[0].meta["doc"]), desc=task,
+            emit(items, lm.score_batches(items, lm.intervention_for(task, items[0].meta["doc"]), desc=task,
                                           pbar=pbar))
     finally:
         pbar.close()
@@ -508,15 +504,16 @@ def stream_loglikelihood(lm: Any, groups: Sequence[dict[str, Any]], emit: Callab
 
 
 def generate_requests(lm: Any, requests: Sequence[Any], *, disable_tqdm: bool = False) -> list[str]:
-    """``generate_until`` for ``lm``: per task, prompts sorted by token length (longest first) and run in
-    batches of ``batch_size`` through :func:`interventions.generation.greedy_generate`; results in
-    request order."""
+    """``generate_until`` for ``lm``: per task, prompts sorted by token length (longest first, lm-eval's
+    ``Collator``) and run in batches of ``batch_size`` through :func:`interventions.generation.greedy_generate`;
+    results in request order."""
+    from lm_eval.models.utils import Collator
     from tqdm import tqdm
 
     from interventions.generation import greedy_generate
 
     prep: Preparer = lm._preparer
-    cache_args = lm._cache_args(requests)  # as lm-eval's --use_cache looked them up (before rendered_prompt)
+    cache_args = lm.cache_args(requests)  # as lm-eval's --use_cache looked them up (before rendered_prompt)
     rows = []  # (request index, prompt, clips, until, max_new)
     for i, req in enumerate(requests):
         context, gen_kwargs = req.args[0], dict(req.args[1] or {})
@@ -539,9 +536,8 @@ def generate_requests(lm: Any, requests: Sequence[Any], *, disable_tqdm: bool = 
     with tqdm(total=len(requests), desc="audio_lalm generate", disable=disable_tqdm or lm.rank != 0) as bar:
         for task, idxs in by_task.items():
             iv = lm.intervention_for(task, requests[idxs[0]].doc)
-            order = sorted(idxs, key=lambda k: -int(toks[k].input_ids.shape[0]))
-            for s in range(0, len(order), bs):
-                b = order[s: s + bs]
+            # longest first (ties in request order), in batches: lm-eval's Collator, as its hf model orders them
+            for b in Collator(idxs, sort_fn=lambda k: -int(toks[k].input_ids.shape[0])).get_batched(n=bs):
                 gens = greedy_generate(lm.engine, [toks[k] for k in b], max_new_tokens=[rows[k][4] for k in b],
                                        until=[rows[k][3] for k in b], intervention=iv)
                 for k, g in zip(b, gens):

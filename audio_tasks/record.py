@@ -24,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger("lm_eval.audio_lalm")
 
-__all__ = ["NonFiniteScore", "check_finite", "intervention_record", "log_record"]
+__all__ = ["NonFiniteScore", "check_finite", "intervention_record", "log_record", "RunRecord"]
 
 _STRENGTH_KEY = {"enrich": "lam", "layer_guided": "alpha", "single_layer": "alpha", "head": "alpha"}
 
@@ -111,3 +111,59 @@ def check_finite(task: str, items, scores, settings: str) -> None:
                 f"{it.meta.get('doc_id')}) with intervention {settings}: log-probs {list(map(float, sc.loglik))}. "
                 "No accuracy is computed from NaN/inf; lower the strength (alpha=/lam=) or check the "
                 "calibration artifact.")
+
+
+class RunRecord:
+    """What one ``audio_lalm`` run applied and scored, per task: the intervention records (written by
+    :class:`audio_tasks.calibration.TaskInterventions`) and the docs scored by split membership.  Read by
+    ``AudioLALM.get_model_info`` into lm-eval's results JSON."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}  # per task ("*": the same for every task)
+        self.evaluated: dict[str, dict[str, int]] = {}  # per task: docs scored, by split membership
+        self._overlap_warned: set[str] = set()
+
+    def model_info(self, steer: str) -> dict[str, Any]:
+        """Per task: the intervention applied (kind, strength, layers/weights, heads, artifact, calibration
+        split and sweep; ``steer`` where none was recorded) and the docs scored (``evaluation``)."""
+        per_task = {}
+        for t in sorted((set(self.records) - {"*"}) | set(self.evaluated)):
+            rec = {k: v for k, v in (self.records.get(t) or self.records.get("*") or {"kind": steer}
+                                     ).items() if not k.startswith("_")}
+            ev = self.evaluated.get(t, {})
+            splits = sorted(k for k in ev if ev[k])
+            rec["evaluation"] = {"split": splits[0] if len(splits) == 1 else ("all" if splits else None),
+                                 "n_docs": sum(ev.values()), "docs_by_split": dict(ev)}
+            per_task[t] = rec
+        return {"interventions": per_task}
+
+    def note_scored(self, sub, scores, steer: str) -> None:
+        """After scoring one task's items: refuse non-finite scores, count docs by split, check that an
+        automatically calibrated intervention never scores a calibration doc."""
+        if not sub:
+            return
+        task = sub[0].meta["task"]
+        rec = self.records.get(task) or self.records.get("*") or {}
+        settings = json.dumps({k: v for k, v in (rec or {}).items() if k in (
+            "kind", "strength", "layers", "weights", "heads", "source_layer", "gap", "control", "seed", "artifact")}
+                              or {"steer": steer}, default=str)
+        check_finite(task, sub, scores, settings)
+        ev = self.evaluated.setdefault(task, {})
+        cal_ids = set((rec or {}).get("_calibration_clip_ids") or ())
+        overlap = []
+        for it in sub:
+            doc = it.meta.get("doc")
+            split = doc.get("split") if isinstance(doc, dict) else None
+            ev[str(split or "unknown")] = ev.get(str(split or "unknown"), 0) + 1
+            did = doc.get("doc_id") if isinstance(doc, dict) else None
+            if cal_ids and did is not None and str(did) in cal_ids:
+                overlap.append(str(did))
+        if overlap and rec.get("source") == "automatic calibration":
+            raise ValueError(f"audio_lalm: task {task!r} scores doc {overlap[0]!r}, which the automatic calibration "
+                             "of this run used; evaluate the evaluation split (the default with automatic "
+                             "calibration; drop --metadata split=...), or pass calibration=DIR")
+        if overlap and task not in self._overlap_warned:
+            self._overlap_warned.add(task)
+            log.warning("audio_lalm: task %s scores %d doc(s) (e.g. %s) that calibrated the artifact %s; for held-out "
+                        "numbers evaluate --metadata '{\"split\": \"evaluation\"}'", task, len(overlap), overlap[0],
+                        rec.get("artifact"))

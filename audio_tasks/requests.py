@@ -8,14 +8,14 @@ It needs an :class:`~interventions.engine.Engine` only (see ``interventions.load
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from interventions.engine import Engine, clip_key
 
 __all__ = ["build_items", "group_requests", "finish_doc", "audio_identity", "load_clips", "render_prompt",
-           "split_continuation"]
+           "encode_pair", "split_continuation", "render_chat_history"]
 
 MAX_CACHED_CLIPS = 2048
 
@@ -36,10 +36,13 @@ def audio_identity(aux: dict[str, Any] | None) -> str:
 
 
 def load_clips(engine: Engine, aux: dict[str, Any] | None, where: str,
-               cache: OrderedDict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+               cache: OrderedDict[str, np.ndarray] | None = None, *,
+               warned: set[str] | None = None) -> list[np.ndarray]:
     """The request's audio clips at the engine's sampling rate, cut to its audio window.
 
-    ``cache`` (optional, LRU of at most :data:`MAX_CACHED_CLIPS` clips) keeps clips given by path."""
+    ``cache`` (optional, LRU of at most :data:`MAX_CACHED_CLIPS` clips) keeps clips given by path; ``warned``
+    (optional, owned by the caller) makes the long-clip and short-file warnings once-only
+    (:func:`audio_tasks.audio.warn_if_truncated`)."""
     from audio_tasks.audio import load_audio, warn_if_truncated
 
     if not aux or not aux.get("audio"):
@@ -54,8 +57,8 @@ def load_clips(engine: Engine, aux: dict[str, Any] | None, where: str,
         if key is not None and cache is not None and key in cache:
             out.append(cache[key])
             continue
-        wav = load_audio(it, engine.sampling_rate, where=where)
-        warn_if_truncated(len(wav), engine.sampling_rate, window, where)
+        wav = load_audio(it, engine.sampling_rate, where=where, warned=warned)
+        warn_if_truncated(len(wav), engine.sampling_rate, window, where, warned=warned)
         if window:
             wav = wav[: int(window * engine.sampling_rate)]
         if key is not None and cache is not None:
@@ -75,18 +78,42 @@ def render_prompt(engine: Engine, context: str, doc: Any, n_audio: int, *, exter
     return engine.render_chat(context, n_audio=n_audio)
 
 
-def split_continuation(engine: Engine, prompt: str, continuation: str) -> list[int]:
-    """Continuation tokens as lm-eval's hf model splits them (trailing context spaces move
-    to the continuation; the boundary is taken from the tokenization of the whole string)."""
-    n_sp = len(prompt) - len(prompt.rstrip())
+def encode_pair(encode: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """``(context ids, continuation ids)`` as lm-eval's ``TemplateLM._encode_pair`` splits a causal model's pair:
+    trailing context spaces move to the continuation and the boundary is taken from the tokenization of the
+    whole string.  One difference: where the context's ids are not a prefix of the whole string's (a token
+    merged across the boundary) or nothing is left, the continuation is tokenized on its own."""
+    n_sp = len(context) - len(context.rstrip())
     if n_sp:
-        continuation = prompt[-n_sp:] + continuation
-        prompt = prompt[:-n_sp]
-    whole = engine.encode_text(prompt + continuation)
-    ctx = engine.encode_text(prompt)
+        continuation = context[-n_sp:] + continuation
+        context = context[:-n_sp]
+    whole = encode(context + continuation)
+    ctx = encode(context)
     if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return whole[len(ctx):]
-    return engine.encode_text(continuation)
+        return ctx, whole[len(ctx):]
+    return ctx, encode(continuation)
+
+
+def split_continuation(engine: Engine, prompt: str, continuation: str) -> list[int]:
+    """Continuation tokens of ``prompt`` + ``continuation`` (:func:`encode_pair`)."""
+    return encode_pair(engine.encode_text, prompt, continuation)[1]
+
+
+def render_chat_history(processor: Any, chat_history: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    """lm-eval's ``apply_chat_template`` hook: the chat rendered with the model's own template, the audio first
+    in the first user turn; an unfinished last assistant turn is continued."""
+    msgs, placed = [], False
+    for m in chat_history:
+        content: Any = m["content"]
+        if m["role"] == "user" and not placed:
+            content = [{"type": "audio", "audio_url": "audio_0"}] + ([{"type": "text", "text": content}]
+                                                                       if content else [])
+            placed = True
+        msgs.append({"role": m["role"], "content": content})
+    if not add_generation_prompt and msgs and msgs[-1]["role"] == "assistant":
+        prefix = msgs.pop()["content"]
+        return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prefix
+    return processor.apply_chat_template(msgs, add_generation_prompt=add_generation_prompt, tokenize=False)
 
 
 def group_requests(requests: Sequence[Any]) -> list[dict[str, Any]]:
@@ -135,7 +162,7 @@ def finish_doc(g: dict[str, Any], prompt: str, cont_ids: Sequence[Sequence[int]]
 
 def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: OrderedDict[str, np.ndarray] | None = None,
                 external_chat: bool = False, first_token: str = "in_context", collisions: str = "auto",
-                for_analysis: bool = False) -> list[Any]:
+                for_analysis: bool = False, warned: set[str] | None = None) -> list[Any]:
     """Group ``loglikelihood`` requests (lm-eval ``Instance``s) by (task, doc, context, audio) into MCItems.
 
     ``item.meta``: ``reqs`` (request indices, one per continuation), task, doc_id, desc, doc, prompt.
@@ -143,14 +170,16 @@ def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: OrderedD
     makes it the request's context (``arg_0``), so a reader of the samples sees the text the model saw.
     ``first_token``: ``in_context`` (default) or ``audiolens`` (the label tokenized alone, as the AudioLens
     release code does); ``collisions`` / ``for_analysis``: when choices sharing a first token are refused
-    (:mod:`audio_tasks.labels`), before any feature extraction or forward pass."""
+    (:mod:`audio_tasks.labels`), before any feature extraction or forward pass.  ``warned``: see
+    :func:`load_clips` (a set of its own per call when not given)."""
     from interventions.scoring import MCItem
 
+    warned = set() if warned is None else warned
     items = []
     for g in group_requests(requests):
         req = g["req"]
         where = f"task {req.task_name}, doc {req.doc_id}"
-        clips = load_clips(engine, g["aux"], where, clip_cache)
+        clips = load_clips(engine, g["aux"], where, clip_cache, warned=warned)
         prompt = render_prompt(engine, g["context"], req.doc, len(clips), external_chat=external_chat)
         # Split at the text level, before placeholders are expanded.
         cont_ids = [split_continuation(engine, prompt, c) for c in g["conts"]]

@@ -335,7 +335,7 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
     # warm-up: the first forward passes of a process are several times slower (one-time setup)
     fresh(0)
     warm = prepare_all(lm, group_requests(reqs)[:args.batch])
-    lm._score_batches(warm, None, desc="warm-up")
+    lm.score_batches(warm, None, desc="warm-up")
     fresh(0)
     t, c = time.perf_counter(), time.process_time()
     items = prepare_all(lm, group_requests(reqs))
@@ -346,12 +346,12 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
         by_task.setdefault(it.meta["task"], []).append(it)
     t, c = time.perf_counter(), time.process_time()
     for task, its in by_task.items():
-        lm._score_batches(its, None, desc=task)
+        lm.score_batches(its, None, desc=task)
     t_score, c_score = time.perf_counter() - t, time.process_time() - c
     workers = default_workers() if args.sakura_workers is None else args.sakura_workers
     fresh(workers)
     first: list[float] = []
-    orig = lm._score_batches
+    orig = lm.score_batches
     t0 = time.perf_counter()
 
     def spy(*a, **k):
@@ -360,13 +360,13 @@ def bench_sakura(args, res: dict[str, Any]) -> None:
             first.append(time.perf_counter() - t0)
         return r
 
-    lm._score_batches = spy  # type: ignore[method-assign]
+    lm.score_batches = spy  # type: ignore[method-assign]
     t0 = time.perf_counter()
     c0 = time.process_time()
     lm.loglikelihood(reqs)
     t_stream = time.perf_counter() - t0
     c_stream = time.process_time() - c0
-    lm._score_batches = orig  # type: ignore[method-assign]
+    lm.score_batches = orig  # type: ignore[method-assign]
     row = {"docs": n_docs, "requests": len(reqs), "batch_size": args.batch, "workers": workers,
            "prep_s": t_prep, "score_s": t_score, "prep_cpu_s": c_prep, "score_cpu_s": c_score,
            "stream_loglikelihood_s": t_stream, "stream_cpu_s": c_stream,

@@ -24,16 +24,6 @@ needs_json = pytest.mark.skipif(not MMAU_JSON.is_file(), reason=f"MMAU JSON not 
 DUP_CHOICES = ["1.63 seconds", "2.74 seconds", "1.53 seconds", "1.63 seconds"]  # the issue's example
 
 
-@pytest.fixture(autouse=True)
-def _restore_split_default():
-    """AudioLALM.__init__ sets the loaders' default split (process-wide); put it back after each test."""
-    from audio_tasks.data import registry
-
-    before = registry.auto_calibration_pending()
-    yield
-    registry.set_auto_calibration(before)
-
-
 def csv_labels(root: Path, folder: str) -> list[tuple[str, str]]:
     with open(root / "data" / folder / "metadata.csv", newline="", encoding="utf-8") as fh:
         return [(r["file"].strip(), r["attribute_label"].strip()) for r in csv.DictReader(fh)]
@@ -54,10 +44,13 @@ def save_run(results: dict, out: Path) -> Path:
 def evaluate(lm, tasks, metadata, *, limit=None, model_args=""):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
+    from lm_eval.utils import simple_parse_args_string
 
     from audio_tasks.tasks import TASKS_DIR
 
-    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=dict(metadata))  # fast index
+    # fast index; the model arguments join the task metadata as in lm-eval's simple_evaluate (model_args | metadata)
+    md = {**simple_parse_args_string(model_args), **metadata}
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=md)
     return simple_evaluate(model=lm, model_args=model_args, tasks=list(tasks), limit=limit, log_samples=True,
                            task_manager=tm, bootstrap_iters=0)
 
@@ -82,7 +75,6 @@ def sorted_checkout(src: Path, dst: Path, folders=("Gender", "Animal")) -> Path:
 
 @pytest.mark.parametrize("layout", ["shared sample", "sorted by label"])
 def test_full_sets_by_default_and_limit_covers_every_label(sakura_sample_root, tmp_path, layout):
-    from audio_tasks.data import registry
     from audio_tasks.items import load_tasks, task_requests
 
     root = sakura_sample_root if layout == "shared sample" else sorted_checkout(sakura_sample_root, tmp_path / "s")
@@ -106,9 +98,9 @@ def test_full_sets_by_default_and_limit_covers_every_label(sakura_sample_root, t
     # deterministic
     again = load_tasks(["sakura_animal"], md)["sakura_animal"]
     assert [d["doc_id"] for d in again.eval_docs] == [d["doc_id"] for d in tasks["sakura_animal"].eval_docs]
-    # with automatic calibration pending the default is the evaluation split (7 of 36 clips calibrate)
-    registry.set_auto_calibration(True)
-    ev = load_tasks(["sakura_gender"], md)["sakura_gender"]
+    # with automatic calibration pending (a steer= model argument, no calibration=) the default is the
+    # evaluation split (7 of 36 clips calibrate)
+    ev = load_tasks(["sakura_gender"], {**md, "steer": "layer_guided"})["sakura_gender"]
     assert len(ev.eval_docs) == 29 and {d["split"] for d in ev.eval_docs} == {"evaluation"}
 
 
@@ -150,7 +142,6 @@ def test_mmau_group_reports_original_counts_and_breakdown(tiny_lm, tmp_path, cap
 
 def test_500_clip_track_scores_500_by_default(sakura_sample_root, tmp_path):
     """A checkout the size of the full release (500 rows; the sample's clips reused under new names)."""
-    from audio_tasks.data import registry
     from audio_tasks.items import load_tasks
 
     src = sakura_sample_root / "data" / "Gender"
@@ -173,8 +164,8 @@ def test_500_clip_track_scores_500_by_default(sakura_sample_root, tmp_path):
     md = {"data_root": str(tmp_path / "full")}
     for name in ("sakura_gender", "sakura_gender_p1", "sakura_gender_single", "sakura_gender_multi"):
         assert len(load_tasks([name], md)[name].eval_docs) == 500
-    registry.set_auto_calibration(True)  # automatic calibration: 100 calibrate, the 400 others are evaluated
-    assert len(load_tasks(["sakura_gender"], md)["sakura_gender"].eval_docs) == 400
+    auto = {**md, "steer": "head"}  # automatic calibration: 100 calibrate, the 400 others are evaluated
+    assert len(load_tasks(["sakura_gender"], auto)["sakura_gender"].eval_docs) == 400
     assert len(load_tasks(["sakura_gender"], {**md, "split": "calibration"})["sakura_gender"].eval_docs) == 100
 
 

@@ -245,8 +245,7 @@ def test_truncated_wav_warns_naming_the_file(tmp_path, caplog):
 def test_long_clip_warning_names_the_doc(caplog, monkeypatch):
     from audio_tasks import audio
 
-    monkeypatch.setattr(audio, "_warned_long", False)
-    with caplog.at_level(logging.WARNING, logger="audio_tasks.audio"):
+    with caplog.at_level(logging.WARNING, logger="audio_tasks.audio"):  # no process-wide "warned" flag to reset
         audio.warn_if_truncated(16000 * 31, 16000, 30.0, "task sakura_gender, doc 7")
     assert any("doc 7" in r.getMessage() for r in caplog.records)
 

@@ -1,14 +1,20 @@
 """Task metadata carried explicitly to the model: lm-eval does not pass a task's ``--metadata`` to the model,
 so our dataset loaders stamp every document with it (``task_metadata``, a JSON string of the scalar
 metadata minus the split keys) and the model reads it from the requests' docs to build the matching
-calibration split of a task.  One piece of module state remains: ``_AUTO_CALIBRATION`` (below)."""
+calibration split of a task.
+
+The other direction needs no state either: lm-eval merges the model arguments into every task's metadata
+(``model_args | --metadata``, in ``simple_evaluate`` and the ``lm_eval`` CLI), so a loader sees whether the
+``audio_lalm`` model of the run calibrates its intervention automatically (:func:`auto_calibration_pending`)
+and then defaults to the evaluation split.  A caller that builds its own ``TaskManager`` passes the model
+arguments in its metadata the same way (``AudioLALM.task_metadata()``)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
-__all__ = ["SPLIT_KEYS", "DOC_KEY", "calibration_metadata", "stamp_metadata", "doc_metadata", "set_auto_calibration",
+__all__ = ["SPLIT_KEYS", "DOC_KEY", "calibration_metadata", "stamp_metadata", "doc_metadata",
            "auto_calibration_pending"]
 
 # keys that select a split; never carried over to a calibration run
@@ -16,20 +22,18 @@ SPLIT_KEYS = ("split",)
 DOC_KEY = "task_metadata"
 
 
-# Set by AudioLALM.__init__ (the model is created before lm-eval loads the tasks): True when that model will
-# calibrate its intervention automatically on each task's calibration split, so the loaders' default split
-# becomes "evaluation" instead of the full set (audio_tasks.data.splits.default_split).
-_AUTO_CALIBRATION = {"pending": False}
+def auto_calibration_pending(metadata: Mapping[str, Any]) -> bool:
+    """Whether the task metadata (which carries the model arguments, see the module docstring) names an
+    ``audio_lalm`` intervention that is calibrated automatically on each task's calibration split:
+    ``steer=...`` without ``calibration=DIR`` and without the parameters that fix it alone
+    (:attr:`interventions.config.SteerConfig.explicit`).  Then the loaders' default split is "evaluation"
+    instead of the full set (:func:`audio_tasks.data.splits.default_split`)."""
+    if str(metadata.get("steer") or "none").strip().lower() == "none":
+        return False
+    from interventions.config import STEER_KEYS, SteerConfig
 
-
-def set_auto_calibration(pending: bool) -> None:
-    """Record whether automatic calibration is pending."""
-    _AUTO_CALIBRATION["pending"] = bool(pending)
-
-
-def auto_calibration_pending() -> bool:
-    """Whether automatic calibration is pending."""
-    return _AUTO_CALIBRATION["pending"]
+    cfg = SteerConfig.from_kwargs({k: metadata[k] for k in STEER_KEYS if k in metadata})
+    return not cfg.calibration and not cfg.explicit
 
 
 def calibration_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

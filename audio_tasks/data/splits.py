@@ -23,10 +23,10 @@ Task metadata keys (``--metadata '{...}'``) read by the loaders:
 Default split (:func:`default_split`): standard task names score the **full** set ("all": the 500 clips of a
 SAKURA track, the 1,000 MMAU test-mini items), so unsteered numbers compare with published ones. Two
 exceptions: a dataset with its own ``split`` column (the synthetic demo set, which has a train split)
-defaults to "evaluation"; and when the ``audio_lalm`` model of this process calibrates an intervention
-automatically on the task's own data (``steer=...`` without ``calibration=`` or explicit parameters) the
-default is "evaluation", because calibration uses the "calibration" split (see
-:func:`audio_tasks.data.registry.set_auto_calibration`).
+defaults to "evaluation"; and when the ``audio_lalm`` model of the run calibrates an intervention
+automatically on the task's own data (``steer=...`` without ``calibration=`` or explicit parameters, read
+from the model arguments that lm-eval merges into the task metadata) the default is "evaluation", because
+calibration uses the "calibration" split (see :func:`audio_tasks.data.registry.auto_calibration_pending`).
 
 A dataset may instead carry its own ``split`` column (values train / calibration / evaluation, e.g. the
 project's synthetic demo set); then that column decides and rows marked ``train`` are never part of the
@@ -108,11 +108,10 @@ def select_split(labels: Sequence, split: str = DEFAULT_SPLIT, seed: int = DEFAU
     return [i for i, v in enumerate(values) if v == split]
 
 
-def default_split(has_split_column: bool = False) -> str:
-    """The split a loader uses when the metadata names none (module docstring)."""
-    from audio_tasks.data.registry import auto_calibration_pending
-
-    if has_split_column or auto_calibration_pending():
+def default_split(has_split_column: bool = False, auto_calibration: bool = False) -> str:
+    """The split a loader uses when the metadata names none (module docstring); ``auto_calibration``:
+    :func:`audio_tasks.data.registry.auto_calibration_pending` of the task metadata."""
+    if has_split_column or auto_calibration:
         return "evaluation"
     return "all"
 
@@ -158,8 +157,10 @@ def balanced_order(keys: Sequence, seed: int = DEFAULT_SEED) -> list[int]:
 
 def split_options(meta: dict, has_split_column: bool = False) -> dict:
     """The split keys of a task's metadata with their defaults (``split``, ``split_seed``, ``calibration_fraction``)."""
+    from audio_tasks.data.registry import auto_calibration_pending
+
     return {
-        "split": str(meta.get("split") or default_split(has_split_column)),
+        "split": str(meta.get("split") or default_split(has_split_column, auto_calibration_pending(meta))),
         "seed": int(meta.get("split_seed", DEFAULT_SEED)),
         "fraction": float(meta.get("calibration_fraction", DEFAULT_CALIBRATION_FRACTION)),
     }
