@@ -4,102 +4,31 @@ Prints, for every task and choice, the continuation tokens exactly as ``audio_la
 from the rendered prompt as lm-eval's hf model splits them), whether each label is one token, and the
 first-token collisions between a doc's choices.
 
-First tokens matter: ``acc_first_token`` and every analysis that reads first tokens (lens, heads,
-calibration, tracing) compare the choices' first tokens at the last prompt position.  When two choices of
-a doc share their first token those comparisons cannot tell them apart, so ``audio_lalm`` refuses such a
-task before any forward pass, naming the labels and the shared token.  Model argument
-``first_token_collisions``: ``auto`` (default) refuses tasks that report ``acc_first_token`` (this
-package's sakura_* / mmau_* / demo_* tasks) and every first-token analysis, and lets other lm-eval tasks
-(which only use the full-continuation likelihood) through; ``refuse`` refuses any task; ``allow`` is the
-documented fallback: scores are computed anyway and tied first tokens make ``acc_first_token`` pick the
-first of the tied choices.
-
-``first_token=audiolens`` scores first tokens as the AudioLens release code does: the first sub-token of
-the label tokenized on its own, without a leading space ("fear" -> "f", "rooster" -> "ro").  The default
-``first_token=in_context`` is the token the model actually has to produce after the prompt (" fear"),
-which is what ``acc`` and the full-continuation likelihood score; use ``audiolens`` only to reproduce
-the AudioLens figures.
+The checks themselves (first-token collisions, ``first_token=audiolens``) live in :mod:`audio_tasks.first_tokens`.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from collections import OrderedDict
 from typing import Any, Sequence
 
+from audio_tasks.first_tokens import (  # noqa: F401  (re-exported)
+    COLLISION_POLICIES,
+    FIRST_TOKEN_MODES,
+    FirstTokenCollision,
+    audiolens_first_id,
+    check_first_tokens,
+    collisions,
+    first_token_tasks,
+    refuses,
+    token_piece,
+)
+
 __all__ = ["FIRST_TOKEN_MODES", "COLLISION_POLICIES", "FirstTokenCollision", "collisions", "check_first_tokens",
            "audiolens_first_id", "label_report", "main"]
-
-FIRST_TOKEN_MODES = ("in_context", "audiolens")
-COLLISION_POLICIES = ("auto", "refuse", "allow")
-
-
-@functools.lru_cache(maxsize=1)
-def first_token_tasks() -> frozenset[str]:
-    """Names of this package's tasks: all of them report ``acc_first_token`` (audio_tasks/tasks/utils.py).
-    Read from the task YAML files once (``functools.lru_cache``)."""
-    import re as _re
-
-    from audio_tasks.tasks import TASKS_DIR
-
-    names = set()
-    for f in TASKS_DIR.rglob("*.yaml"):
-        m = _re.search(r"^task:\s*([\w.-]+)\s*$", f.read_text(), _re.M)
-        if m:
-            names.add(m.group(1))
-    return frozenset(names)
-
-
-def refuses(policy: str, task_name: str | None, analysis: bool = False) -> bool:
-    """Whether first-token collisions refuse this task: ``refuse`` always, ``allow`` never, ``auto`` (the
-    default) for tasks reporting ``acc_first_token`` (this package's tasks) and for every analysis."""
-    if policy == "auto":
-        return analysis or (task_name in first_token_tasks())
-    return policy == "refuse"
-
-
-class FirstTokenCollision(ValueError):
-    """Two choices of a doc share their first token."""
-
-
-def audiolens_first_id(encode_text, label: str) -> int:
-    """First sub-token of ``label`` tokenized alone, without a leading space (AudioLens release code)."""
-    ids = encode_text(label.strip())
-    if not ids:
-        raise ValueError(f"label {label!r} tokenizes to nothing")
-    return int(ids[0])
-
-
-def collisions(labels: Sequence[str], first_ids: Sequence[int]) -> list[tuple[int, list[str]]]:
-    """[(token id, [labels sharing it])] over distinct labels with the same first token."""
-    by: OrderedDict[int, list[str]] = OrderedDict()
-    for lab, t in zip(labels, first_ids):
-        if lab not in by.setdefault(int(t), []):
-            by[int(t)].append(lab)
-    return [(t, labs) for t, labs in by.items() if len(labs) > 1]
-
-
-def _piece(tokenizer: Any, tid: int) -> str:
-    try:
-        return str(tokenizer.decode([int(tid)]))
-    except Exception:  # noqa: BLE001
-        return str(tid)
-
-
-def check_first_tokens(labels: Sequence[str], first_ids: Sequence[int], tokenizer: Any, where: str) -> None:
-    """Raise :class:`FirstTokenCollision` if two of a doc's choices share their first token."""
-    found = collisions(labels, first_ids)
-    if not found:
-        return
-    t, labs = found[0]
-    raise FirstTokenCollision(
-        f"{where}: choices {labs} share the first token {_piece(tokenizer, t)!r} (id {t}), so acc_first_token "
-        "and the first-token analyses (lens, heads, calibration, tracing) cannot tell them apart; refused "
-        "before any forward pass. Check labels with `python -m audio_tasks.labels`; to score anyway pass the "
-        "model argument first_token_collisions=allow (valid: " + ", ".join(COLLISION_POLICIES) + ").")
 
 
 def _light_lm(model_args: dict[str, Any]):
@@ -158,9 +87,9 @@ def label_report(model_args: dict[str, Any], tasks: Sequence[str], *, limit: int
             docs.setdefault(r.doc_id, []).append((cont, ids))
             if cont not in choices:
                 al = audiolens_first_id(lm.encode_text, cont)
-                choices[cont] = {"tokens": [_piece(tok, i) for i in ids], "ids": [int(i) for i in ids],
-                                 "one_token": len(ids) == 1, "first": _piece(tok, ids[0]) if ids else None,
-                                 "audiolens_first": _piece(tok, al), "audiolens_first_id": al}
+                choices[cont] = {"tokens": [token_piece(tok, i) for i in ids], "ids": [int(i) for i in ids],
+                                 "one_token": len(ids) == 1, "first": token_piece(tok, ids[0]) if ids else None,
+                                 "audiolens_first": token_piece(tok, al), "audiolens_first_id": al}
         coll: list[dict[str, Any]] = []
         seen: set = set()
         for doc_id, pairs in docs.items():
@@ -168,7 +97,7 @@ def label_report(model_args: dict[str, Any], tasks: Sequence[str], *, limit: int
                 key = (t, tuple(labs))
                 if key not in seen:
                     seen.add(key)
-                    coll.append({"token": _piece(tok, t), "id": t, "labels": labs, "first_doc": doc_id})
+                    coll.append({"token": token_piece(tok, t), "id": t, "labels": labs, "first_doc": doc_id})
         out[name] = {"docs": len(docs), "choices": choices, "collisions": coll}
     return out
 

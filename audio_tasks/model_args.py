@@ -71,7 +71,7 @@ def _choice(kwargs: Mapping[str, Any], name: str, default: str, valid: tuple[str
 def parse_model_args(kwargs: dict[str, Any]) -> ModelOptions:
     """Check ``AudioLALM``'s keyword arguments (all but ``pretrained``); a ``ValueError`` naming the argument
     and its valid values otherwise."""
-    from audio_tasks.labels import COLLISION_POLICIES, FIRST_TOKEN_MODES
+    from audio_tasks.first_tokens import COLLISION_POLICIES, FIRST_TOKEN_MODES
     from audio_tasks.pipeline import parse_workers
 
     kwargs = dict(kwargs)

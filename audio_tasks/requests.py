@@ -143,7 +143,7 @@ def finish_doc(g: dict[str, Any], prompt: str, cont_ids: Sequence[Sequence[int]]
     saw); the first-token ids (``first_token=audiolens``: each label tokenized alone, as the AudioLens release
     code does; else None = each continuation's first token); and the first-token collision check
     (:mod:`audio_tasks.labels`), before any feature extraction or forward pass."""
-    from audio_tasks.labels import audiolens_first_id, check_first_tokens, refuses
+    from audio_tasks.first_tokens import audiolens_first_id, check_first_tokens, refuses
 
     req = g["req"]
     if g["aux"] is not None:

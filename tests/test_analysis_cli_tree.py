@@ -18,8 +18,6 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("analysis", "audio_tasks", "interventions")
 COMMANDS = ("lens", "trace", "heads", "calibrate", "critical", "report", "compare", "leaderboard", "regress", "mmau",
@@ -177,11 +175,7 @@ def test_no_import_cycle_in_analysis():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-# Cycles older than the analysis command tree, in modules other parts of issue #16 (and #15) rework: the spec
-# registry (specs -> specs_more -> specs_remote -> specs), the tiny-model builders (tiny -> tiny_more -> tiny,
-# tiny -> twins -> tiny) and the model adapter (model -> calibration -> items -> requests -> labels -> model).
-# Strict: once they are gone this test passes, and the marker must go.
-@pytest.mark.xfail(strict=True, reason="import cycles in audio_tasks/ and interventions/ outside the analysis CLI")
+# The whole project: function-level imports count (they are what hid the old runner <-> demo cycle).
 def test_no_import_cycle_in_the_packages():
     graph = repo_graph()
     assert "analysis.runner" in graph and "interventions.engine" in graph
