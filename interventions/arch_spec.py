@@ -1,8 +1,8 @@
-"""The architecture-spec record (:class:`ArchSpec`), its registry and the helpers every spec module shares.
+"""The architecture-spec record (:class:`ArchSpec`), and the helpers every spec module shares.
 
 The specs themselves live in :mod:`interventions.specs` (Qwen2-Audio, Voxtral, Qwen2.5-Omni thinker),
 :mod:`interventions.specs_more` (issue #15's transformers-native models) and :mod:`interventions.specs_remote`
-(the papers' own models); importing :mod:`interventions.specs` registers all of them.  This module imports none
+(the papers' own models); ``interventions.specs.SPECS`` lists all of them.  This module imports none
 of them, so the spec modules depend on it and not on each other.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["ArchSpec", "AudioEncoder", "SPECS", "register_spec", "get_module", "encode_pooled"]
+__all__ = ["ArchSpec", "AudioEncoder", "get_module", "encode_pooled"]
 
 def get_module(root: torch.nn.Module, path: str) -> Any:
     """Resolve a dotted attribute path ("model.language_model.layers") from ``root``."""
@@ -174,15 +174,6 @@ class ArchSpec:
     def audio_token_id(self, model: torch.nn.Module) -> int:
         cfg = getattr(model.config, self.audio_token_from) if self.audio_token_from else model.config
         return int(_first_attr(cfg, self.audio_token_attrs))
-
-
-SPECS: dict[str, ArchSpec] = {}
-
-
-def register_spec(spec: ArchSpec) -> ArchSpec:
-    """Register ``spec`` under its name and return it."""
-    SPECS[spec.name] = spec
-    return spec
 
 
 _MEL_MARGIN = 8  # mel frames kept past the longest clip (the convolutions look 2 frames ahead)

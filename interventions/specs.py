@@ -16,7 +16,8 @@ never hard-codes module paths.  In the spirit of pyvene's per-architecture mappi
   stacked streams is the residual stream, how the lens un-stacks them, the logit soft-capping, how ids are
   embedded and which decoder inputs are read from the ids (``interventions.arch_extras`` applies them).
 
-Adding an architecture = one ``ArchSpec`` here + one tiny-model test.
+Adding an architecture = one ``ArchSpec`` (listed in ``SPECS`` below, or in ``specs_more.SPECS_MORE``) + its tiny
+builder + one test.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Any, Sequence
 
 import torch
 
-from .arch_spec import _MEL_MARGIN, SPECS, ArchSpec, AudioEncoder, encode_pooled, get_module, register_spec
+from . import specs_more, specs_remote
+from .arch_spec import _MEL_MARGIN, ArchSpec, AudioEncoder, encode_pooled, get_module
 
-__all__ = ["ArchSpec", "AudioEncoder", "SPECS", "register_spec", "spec_for_config", "get_module", "encode_pooled",
+__all__ = ["ArchSpec", "AudioEncoder", "SPECS", "spec_for_config", "get_module", "encode_pooled",
            "_MEL_MARGIN"]
 
 
@@ -72,14 +74,12 @@ def _encode_qwen2_audio(model: torch.nn.Module, feats: dict[str, torch.Tensor], 
     return [proj[i, : int(out_len[i])] for i in range(proj.shape[0])]
 
 
-QWEN2_AUDIO = register_spec(
-    ArchSpec(
-        name="qwen2_audio",
-        model_types=("qwen2_audio",),
-        model_class="Qwen2AudioForConditionalGeneration",
-        decoder="model.language_model",
-        encode_audio=_encode_qwen2_audio,
-    )
+QWEN2_AUDIO = ArchSpec(
+    name="qwen2_audio",
+    model_types=("qwen2_audio",),
+    model_class="Qwen2AudioForConditionalGeneration",
+    decoder="model.language_model",
+    encode_audio=_encode_qwen2_audio,
 )
 
 def _encode_voxtral(model: torch.nn.Module, feats: dict[str, torch.Tensor], counts: Sequence[int],
@@ -99,37 +99,35 @@ def _encode_qwen2_5_omni(model: torch.nn.Module, feats: dict[str, torch.Tensor],
                                   "feature_attention_mask": feats["feature_attention_mask"]}, counts)
 
 
-VOXTRAL = register_spec(
-    ArchSpec(
-        name="voxtral",
-        model_types=("voxtral",),
-        model_class="VoxtralForConditionalGeneration",
-        decoder="model.language_model",  # LlamaModel; lm_head at the top
-        processor_feature_keys=("input_features",),
-        encode_audio=_encode_voxtral,
-        # No cut (0): audio longer than 30 s is split into several 30-s windows (375 tokens each) as the real
-        # processor (mistral-common) splits it; the engine gives each clip its rows of windows.
-        audio_window_s=0.0,
-    )
+VOXTRAL = ArchSpec(
+    name="voxtral",
+    model_types=("voxtral",),
+    model_class="VoxtralForConditionalGeneration",
+    decoder="model.language_model",  # LlamaModel; lm_head at the top
+    processor_feature_keys=("input_features",),
+    encode_audio=_encode_voxtral,
+    # No cut (0): audio longer than 30 s is split into several 30-s windows (375 tokens each) as the real
+    # processor (mistral-common) splits it; the engine gives each clip its rows of windows.
+    audio_window_s=0.0,
 )
 
-QWEN2_5_OMNI = register_spec(
-    ArchSpec(
-        name="qwen2_5_omni_thinker",
-        # "qwen2_5_omni": full Omni checkpoints; the thinker class loads their "thinker." weights.
-        model_types=("qwen2_5_omni_thinker", "qwen2_5_omni"),
-        model_class="Qwen2_5OmniThinkerForConditionalGeneration",
-        decoder="model.language_model",  # Qwen2_5OmniThinkerTextModel; lm_head at the top
-        # M-RoPE: for audio+text prompts the model's own get_rope_index gives the same sequential
-        # positions in all three rows (tests/test_tiny_models.py checks it).
-        position_id_rows=3,
-        encode_audio=_encode_qwen2_5_omni,
-        audio_window_s=30.0,  # the feature extractor keeps at most 30 s (3000 frames)
-    )
+QWEN2_5_OMNI = ArchSpec(
+    name="qwen2_5_omni_thinker",
+    # "qwen2_5_omni": full Omni checkpoints; the thinker class loads their "thinker." weights.
+    model_types=("qwen2_5_omni_thinker", "qwen2_5_omni"),
+    model_class="Qwen2_5OmniThinkerForConditionalGeneration",
+    decoder="model.language_model",  # Qwen2_5OmniThinkerTextModel; lm_head at the top
+    # M-RoPE: for audio+text prompts the model's own get_rope_index gives the same sequential
+    # positions in all three rows (tests/test_tiny_models.py checks it).
+    position_id_rows=3,
+    encode_audio=_encode_qwen2_5_omni,
+    audio_window_s=30.0,  # the feature extractor keeps at most 30 s (3000 frames)
 )
 
 
-from . import specs_more, specs_remote  # noqa: E402,F401  (register issue #15's models and the papers' own)
+# Every architecture, by name: the three above, issue #15's transformers-native models and the papers' own.
+SPECS: dict[str, ArchSpec] = {s.name: s for s in (QWEN2_AUDIO, VOXTRAL, QWEN2_5_OMNI, *specs_more.SPECS_MORE,
+                                                  *specs_remote.SPECS_REMOTE)}
 
 
 def spec_for_config(config: Any) -> ArchSpec:

@@ -1,4 +1,4 @@
-"""Specs of the LALM architectures added for issue #15 (registered from :mod:`interventions.specs`).
+"""Specs of the LALM architectures added for issue #15 (listed in ``SPECS_MORE``, which :mod:`interventions.specs` reads).
 
 transformers-native: Audio Flamingo 3, Music Flamingo, Qwen3-Omni (MoE thinker), Granite Speech, Phi-4-multimodal
 and Gemma 3n (all run, on tiny models: tests/test_more_archs.py).  What
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .arch_spec import ArchSpec, encode_pooled, register_spec
+from .arch_spec import ArchSpec, encode_pooled
 
 
 def _encode_af3(model, feats, counts):
@@ -21,20 +21,18 @@ def _encode_af3(model, feats, counts):
                                   "input_features_mask": feats["input_features_mask"]}, counts)
 
 
-AUDIO_FLAMINGO3 = register_spec(
-    ArchSpec(
-        name="audio_flamingo3",
-        model_types=("audioflamingo3",),
-        model_class="AudioFlamingo3ForConditionalGeneration",
-        decoder="model.language_model",  # Qwen2Model; lm_head at the top
-        processor_feature_keys=("input_features", "input_features_mask"),
-        encode_audio=_encode_af3,
-        # The processor cuts clips into 30-s windows (one feature row each); the engine gives each clip one
-        # row, so clips are cut at 30 s.
-        extra={"audio_window_s": 30.0},
-        # Its processor routes a text ``padding=`` to the feature extractor too: prepare one doc per call.
-        encode_per_clip=True,
-    )
+AUDIO_FLAMINGO3 = ArchSpec(
+    name="audio_flamingo3",
+    model_types=("audioflamingo3",),
+    model_class="AudioFlamingo3ForConditionalGeneration",
+    decoder="model.language_model",  # Qwen2Model; lm_head at the top
+    processor_feature_keys=("input_features", "input_features_mask"),
+    encode_audio=_encode_af3,
+    # The processor cuts clips into 30-s windows (one feature row each); the engine gives each clip one
+    # row, so clips are cut at 30 s.
+    extra={"audio_window_s": 30.0},
+    # Its processor routes a text ``padding=`` to the feature extractor too: prepare one doc per call.
+    encode_per_clip=True,
 )
 
 
@@ -48,18 +46,16 @@ def _encode_music_flamingo(model, feats, counts):
     return [out.pooler_output]
 
 
-MUSIC_FLAMINGO = register_spec(
-    ArchSpec(
-        name="music_flamingo",
-        model_types=("musicflamingo",),
-        model_class="MusicFlamingoForConditionalGeneration",
-        decoder="model.language_model",  # Qwen2Model; lm_head at the top
-        processor_feature_keys=("input_features", "input_features_mask"),
-        encode_audio=_encode_music_flamingo,
-        encode_per_clip=True,
-        # Audio positions are the <sound> runs; the sound_bos / sound_eos tokens around them are text.
-        extra={"audio_window_s": 30.0},
-    )
+MUSIC_FLAMINGO = ArchSpec(
+    name="music_flamingo",
+    model_types=("musicflamingo",),
+    model_class="MusicFlamingoForConditionalGeneration",
+    decoder="model.language_model",  # Qwen2Model; lm_head at the top
+    processor_feature_keys=("input_features", "input_features_mask"),
+    encode_audio=_encode_music_flamingo,
+    encode_per_clip=True,
+    # Audio positions are the <sound> runs; the sound_bos / sound_eos tokens around them are text.
+    extra={"audio_window_s": 30.0},
 )
 
 
@@ -70,22 +66,20 @@ def _encode_qwen3_omni(model, feats, counts):
                                   "feature_attention_mask": feats["feature_attention_mask"]}, counts)
 
 
-QWEN3_OMNI_MOE = register_spec(
-    ArchSpec(
-        name="qwen3_omni_moe_thinker",
-        # "qwen3_omni_moe": full Omni checkpoints; the thinker class loads their "thinker." weights.
-        model_types=("qwen3_omni_moe_thinker", "qwen3_omni_moe"),
-        model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
-        decoder="model.language_model",  # Qwen3OmniMoeThinkerTextModel: MoE blocks (mlp = router + experts)
-        # Interleaved M-RoPE: given (B, T) positions the text model builds its 4 rows (text, t, h, w) from
-        # them; for audio + text prompts the model's own position ids are that sequence in every row
-        # (tests/test_more_archs.py checks it), so plain positions are exact.
-        position_id_rows=1,
-        encode_audio=_encode_qwen3_omni,
-        # The feature extractor pads clips to the longest of a call: clips are encoded one at a time.
-        encode_per_clip=True,
-        extra={"audio_window_s": 300.0},
-    )
+QWEN3_OMNI_MOE = ArchSpec(
+    name="qwen3_omni_moe_thinker",
+    # "qwen3_omni_moe": full Omni checkpoints; the thinker class loads their "thinker." weights.
+    model_types=("qwen3_omni_moe_thinker", "qwen3_omni_moe"),
+    model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
+    decoder="model.language_model",  # Qwen3OmniMoeThinkerTextModel: MoE blocks (mlp = router + experts)
+    # Interleaved M-RoPE: given (B, T) positions the text model builds its 4 rows (text, t, h, w) from
+    # them; for audio + text prompts the model's own position ids are that sequence in every row
+    # (tests/test_more_archs.py checks it), so plain positions are exact.
+    position_id_rows=1,
+    encode_audio=_encode_qwen3_omni,
+    # The feature extractor pads clips to the longest of a call: clips are encoded one at a time.
+    encode_per_clip=True,
+    extra={"audio_window_s": 300.0},
 )
 
 
@@ -97,23 +91,21 @@ def _encode_granite(model, feats, counts):
     return [out[i, : int(n)] for i, n in enumerate(counts)]
 
 
-GRANITE_SPEECH = register_spec(
-    ArchSpec(
-        name="granite_speech",
-        model_types=("granite_speech",),
-        model_class="GraniteSpeechForConditionalGeneration",
-        decoder="model.language_model",  # GraniteModel (scales inputs_embeds by embedding_multiplier itself)
-        audio_token_attrs=("audio_token_id", "audio_token_index"),
-        processor_feature_keys=("input_features", "input_features_mask"),
-        encode_audio=_encode_granite,
-        encode_per_clip=True,
-        # No logit scaling: GraniteSpeechForConditionalGeneration's own forward returns lm_head(h), without the
-        # division by text_config.logits_scaling that GraniteForCausalLM applies; scores follow the model's forward.
-        # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft, active
-        # after loading; the model's generate() turns it off only for text-only input): our passes always have
-        # audio (or its silence), so with peft installed "layer l" is block l *with* the adapter, as in the
-        # model's own forward with audio.  Not tested here (no peft, no adapter).
-    )
+GRANITE_SPEECH = ArchSpec(
+    name="granite_speech",
+    model_types=("granite_speech",),
+    model_class="GraniteSpeechForConditionalGeneration",
+    decoder="model.language_model",  # GraniteModel (scales inputs_embeds by embedding_multiplier itself)
+    audio_token_attrs=("audio_token_id", "audio_token_index"),
+    processor_feature_keys=("input_features", "input_features_mask"),
+    encode_audio=_encode_granite,
+    encode_per_clip=True,
+    # No logit scaling: GraniteSpeechForConditionalGeneration's own forward returns lm_head(h), without the
+    # division by text_config.logits_scaling that GraniteForCausalLM applies; scores follow the model's forward.
+    # Real checkpoints carry a LoRA adapter on the decoder's attention projections (loaded by peft, active
+    # after loading; the model's generate() turns it off only for text-only input): our passes always have
+    # audio (or its silence), so with peft installed "layer l" is block l *with* the adapter, as in the
+    # model's own forward with audio.  Not tested here (no peft, no adapter).
 )
 
 
@@ -127,22 +119,20 @@ def _encode_phi4(model, feats, counts):
     return [h[i, : int(n)] for i, n in enumerate(counts)]
 
 
-PHI4_MULTIMODAL = register_spec(
-    ArchSpec(
-        name="phi4_multimodal",
-        model_types=("phi4_multimodal",),
-        model_class="Phi4MultimodalForCausalLM",
-        decoder="model",  # Phi4MultimodalModel: embed_tokens, layers (fused qkv_proj + o_proj), norm
-        text_config="",  # flat config: the text model's fields sit on the top-level config
-        audio_token_attrs=("audio_token_id",),
-        audio_token_from="audio_config",
-        processor_feature_keys=("audio_input_features",),
-        encode_audio=_encode_phi4,
-        encode_per_clip=True,
-        # The released checkpoint's speech LoRA (on qkv_proj / o_proj and the MLP) is a separate peft adapter
-        # that the user loads and activates for audio; "layer l" is then block l with whatever adapter is
-        # active in the loaded model, as in its own forward.  Not tested here (no peft, no adapter).
-    )
+PHI4_MULTIMODAL = ArchSpec(
+    name="phi4_multimodal",
+    model_types=("phi4_multimodal",),
+    model_class="Phi4MultimodalForCausalLM",
+    decoder="model",  # Phi4MultimodalModel: embed_tokens, layers (fused qkv_proj + o_proj), norm
+    text_config="",  # flat config: the text model's fields sit on the top-level config
+    audio_token_attrs=("audio_token_id",),
+    audio_token_from="audio_config",
+    processor_feature_keys=("audio_input_features",),
+    encode_audio=_encode_phi4,
+    encode_per_clip=True,
+    # The released checkpoint's speech LoRA (on qkv_proj / o_proj and the MLP) is a separate peft adapter
+    # that the user loads and activates for audio; "layer l" is then block l with whatever adapter is
+    # active in the loaded model, as in its own forward.  Not tested here (no peft, no adapter).
 )
 
 
@@ -199,38 +189,37 @@ def _encode_gemma3n(model, feats, counts):
     return [torch.cat([emb[0], pad[0].expand(n - emb.shape[1], -1)], 0)]
 
 
-GEMMA3N = register_spec(
-    ArchSpec(
-        name="gemma3n",
-        model_types=("gemma3n",),  # google/gemma-3n-E2B-it, google/gemma-3n-E4B-it
-        model_class="Gemma3nForConditionalGeneration",
-        decoder="model.language_model",  # Gemma3nTextModel; lm_head (tied to embed_tokens) at the top
-        processor_feature_keys=("input_features", "input_features_mask"),
-        encode_audio=_encode_gemma3n,
-        encode_per_clip=True,
-        audio_window_s=30.0,  # the processor gives every clip the same 188 placeholders (a 30-s window)
-        # AltUp: every block reads and returns altup_num_inputs stacked streams [K, B, T, d]; only the active one
-        # (altup_active_idx, 0) goes through attention and MLP, the others are predicted / corrected from it.
-        # "The residual stream after block l" is that active stream of block l's output: steering, enrich,
-        # tracing's patches and every capture read and write it alone (the other streams stay as computed).
-        residual_stream_attr="altup_active_idx",
-        # The lens reads every hidden_states entry (all K streams) through the model's own un-stacking, then
-        # the final norm, lm_head and the soft-capping: at layer L it is exactly the model's logits.
-        lens_readout=_gemma3n_unstack,
-        last_hidden_state_normed=False,  # hidden_states[-1] is the last block's stacked output, before un-stacking
-        logit_softcap_attr="final_logit_softcapping",
-        # Audio positions are the <audio_soft_token> runs; <start_of_audio> / <end_of_audio> around them are text
-        # (the end marker, an id in the audio range, takes embed_audio's hard embedding, as in the model).
-        token_embedder=_gemma3n_embed,
-        # Per-layer inputs: the decoder adds a per-layer token embedding (from the ids) to its projection of the
-        # input embeddings; audio positions carry the placeholder id there (row 0 of the table), as in the model.
-        decoder_token_inputs=_gemma3n_per_layer_inputs,
-        # The last num_kv_shared_layers blocks reuse the keys / values of an earlier block and cache none of their
-        # own; attention weights (eager) are each block's own.  No stacked prefix KV cache.
-        prefix_kv_cache=False,
-        # The vision tower (timm's MobileNetV5) is never run on audio + text: not built, its weights not read.
-        stub_sub_configs=("vision_config",),
-    )
+GEMMA3N = ArchSpec(
+    name="gemma3n",
+    model_types=("gemma3n",),  # google/gemma-3n-E2B-it, google/gemma-3n-E4B-it
+    model_class="Gemma3nForConditionalGeneration",
+    decoder="model.language_model",  # Gemma3nTextModel; lm_head (tied to embed_tokens) at the top
+    processor_feature_keys=("input_features", "input_features_mask"),
+    encode_audio=_encode_gemma3n,
+    encode_per_clip=True,
+    audio_window_s=30.0,  # the processor gives every clip the same 188 placeholders (a 30-s window)
+    # AltUp: every block reads and returns altup_num_inputs stacked streams [K, B, T, d]; only the active one
+    # (altup_active_idx, 0) goes through attention and MLP, the others are predicted / corrected from it.
+    # "The residual stream after block l" is that active stream of block l's output: steering, enrich,
+    # tracing's patches and every capture read and write it alone (the other streams stay as computed).
+    residual_stream_attr="altup_active_idx",
+    # The lens reads every hidden_states entry (all K streams) through the model's own un-stacking, then
+    # the final norm, lm_head and the soft-capping: at layer L it is exactly the model's logits.
+    lens_readout=_gemma3n_unstack,
+    last_hidden_state_normed=False,  # hidden_states[-1] is the last block's stacked output, before un-stacking
+    logit_softcap_attr="final_logit_softcapping",
+    # Audio positions are the <audio_soft_token> runs; <start_of_audio> / <end_of_audio> around them are text
+    # (the end marker, an id in the audio range, takes embed_audio's hard embedding, as in the model).
+    token_embedder=_gemma3n_embed,
+    # Per-layer inputs: the decoder adds a per-layer token embedding (from the ids) to its projection of the
+    # input embeddings; audio positions carry the placeholder id there (row 0 of the table), as in the model.
+    decoder_token_inputs=_gemma3n_per_layer_inputs,
+    # The last num_kv_shared_layers blocks reuse the keys / values of an earlier block and cache none of their
+    # own; attention weights (eager) are each block's own.  No stacked prefix KV cache.
+    prefix_kv_cache=False,
+    # The vision tower (timm's MobileNetV5) is never run on audio + text: not built, its weights not read.
+    stub_sub_configs=("vision_config",),
 )
 
 
+SPECS_MORE = (AUDIO_FLAMINGO3, MUSIC_FLAMINGO, QWEN3_OMNI_MOE, GRANITE_SPEECH, PHI4_MULTIMODAL, GEMMA3N)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .arch_spec import ArchSpec, register_spec
+from .arch_spec import ArchSpec
 
 _NOT_RUN = ("spec written from the published code, not run here: the engine does not yet build this model's "
             "audio inputs (its own code places {what}); see interventions/specs_remote.py")
@@ -88,52 +88,49 @@ def desta25_audio_positions(input_ids: Sequence[int], placeholder_id: int, trans
     return audio, text
 
 
-QWEN_AUDIO_CHAT = register_spec(
-    ArchSpec(
-        name="qwen_audio_chat",
-        model_types=("qwen",),  # Qwen/Qwen-Audio-Chat, Qwen/Qwen-Audio (config carries `audio` and audio_start_id)
-        model_class="QWenLMHeadModel",
-        decoder="transformer",  # QWenModel: wte, h (QWenBlock: ln_1, attn, ln_2, mlp), ln_f
-        layers="h",
-        norm="ln_f",
-        embed="wte",
-        attn="attn",
-        o_proj="c_proj",  # QWenAttention: fused c_attn (q, k, v), output projection c_proj over the H heads
-        text_config="",  # flat config: num_hidden_layers, num_attention_heads, hidden_size, kv_channels
-        audio_token_attrs=("audio_start_id",),
-        remote_code=True,
-        not_run_reason=_NOT_RUN.format(
-            what="encoder rows over <audio>..</audio> spans from its tokenizer's audio_info"),
-        audio_positions=qwen_audio_positions,  # head size = hidden_size / heads = kv_channels (128)
-    )
+QWEN_AUDIO_CHAT = ArchSpec(
+    name="qwen_audio_chat",
+    model_types=("qwen",),  # Qwen/Qwen-Audio-Chat, Qwen/Qwen-Audio (config carries `audio` and audio_start_id)
+    model_class="QWenLMHeadModel",
+    decoder="transformer",  # QWenModel: wte, h (QWenBlock: ln_1, attn, ln_2, mlp), ln_f
+    layers="h",
+    norm="ln_f",
+    embed="wte",
+    attn="attn",
+    o_proj="c_proj",  # QWenAttention: fused c_attn (q, k, v), output projection c_proj over the H heads
+    text_config="",  # flat config: num_hidden_layers, num_attention_heads, hidden_size, kv_channels
+    audio_token_attrs=("audio_start_id",),
+    remote_code=True,
+    not_run_reason=_NOT_RUN.format(
+        what="encoder rows over <audio>..</audio> spans from its tokenizer's audio_info"),
+    audio_positions=qwen_audio_positions,  # head size = hidden_size / heads = kv_channels (128)
 )
 
-DESTA2 = register_spec(
-    ArchSpec(
-        name="desta2",
-        model_types=("DestaModel",),  # DeSTA-ntu/DeSTA2-8B-beta
-        model_class="DestaModel",
-        decoder="llama.model",  # LlamaModel (Llama-3-8B-Instruct)
-        unembed="llama.lm_head",
-        text_config="llama_config",
-        remote_code=True,
-        not_run_reason=_NOT_RUN.format(what="64 Q-Former rows plus Whisper's generated transcription"),
-        audio_positions=desta2_audio_positions, config_attrs={"prompt_size": "prompt_size"},
-    )
+DESTA2 = ArchSpec(
+    name="desta2",
+    model_types=("DestaModel",),  # DeSTA-ntu/DeSTA2-8B-beta
+    model_class="DestaModel",
+    decoder="llama.model",  # LlamaModel (Llama-3-8B-Instruct)
+    unembed="llama.lm_head",
+    text_config="llama_config",
+    remote_code=True,
+    not_run_reason=_NOT_RUN.format(what="64 Q-Former rows plus Whisper's generated transcription"),
+    audio_positions=desta2_audio_positions, config_attrs={"prompt_size": "prompt_size"},
 )
 
-DESTA25 = register_spec(
-    ArchSpec(
-        name="desta25_audio",
-        model_types=("desta25",),  # DeSTA-ntu/DeSTA2.5-Audio-Llama-3.1-8B
-        model_class="DeSTA25AudioModel",
-        decoder="llm_model.model",  # LlamaModel (Llama-3.1-8B-Instruct)
-        unembed="llm_model.lm_head",
-        text_config="llm_config",
-        remote_code=True,
-        not_run_reason=_NOT_RUN.format(what="64 Q-Former rows plus the transcription's embeddings per locator"),
-        audio_positions=desta25_audio_positions,
-        config_attrs={"placeholder_token": "placeholder_token", "audio_locator": "audio_locator",
-                      "prompt_size": "prompt_size"},
-    )
+DESTA25 = ArchSpec(
+    name="desta25_audio",
+    model_types=("desta25",),  # DeSTA-ntu/DeSTA2.5-Audio-Llama-3.1-8B
+    model_class="DeSTA25AudioModel",
+    decoder="llm_model.model",  # LlamaModel (Llama-3.1-8B-Instruct)
+    unembed="llm_model.lm_head",
+    text_config="llm_config",
+    remote_code=True,
+    not_run_reason=_NOT_RUN.format(what="64 Q-Former rows plus the transcription's embeddings per locator"),
+    audio_positions=desta25_audio_positions,
+    config_attrs={"placeholder_token": "placeholder_token", "audio_locator": "audio_locator",
+                  "prompt_size": "prompt_size"},
 )
+
+
+SPECS_REMOTE = (QWEN_AUDIO_CHAT, DESTA2, DESTA25)
