@@ -2,9 +2,9 @@
 
 All hooks are removed on exit, also on error.  Residual-stream hooks are registered with
 ``prepend=True`` so that they run before transformers' own hidden-state capture hooks: an edit made
-here is what ``output_hidden_states`` reports.  Hooks compose in a defined order: the order of the
-``with`` statements (outer first) for the same module, since each new prepend hook runs first —
-``stack_hooks`` below registers a list in the order given.
+here is what ``output_hidden_states`` reports.  Hooks on the same module compose in a defined order: each new
+prepend hook is put in front, so the innermost ``with`` statement's hook runs first and the outermost one's last
+(an outer ``replace`` wins over an inner ``delta``; ``tests/test_hooks.py`` checks the order).
 
 Positions are per row of a left-padded batch: ``positions`` is a LongTensor (B,) of indices into the
 padded sequence (``-1``/``T-1`` is the last prompt position of every row with left padding).

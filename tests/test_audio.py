@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_tasks import audio
 from audio_tasks.audio import AudioError, load_audio, warn_if_truncated
 
 
@@ -99,14 +98,14 @@ def test_not_audio_empty_and_non_finite_are_refused(tmp_path: Path) -> None:
         load_audio(str(inf), 16000)
 
 
-def test_long_clip_warning_once_and_only_past_the_window(caplog, monkeypatch) -> None:
-    monkeypatch.setattr(audio, "_warned_long", False)  # "once per run": start this run afresh
+def test_long_clip_warning_once_and_only_past_the_window(caplog) -> None:
+    run: set[str] = set()  # "once per run": the set a run (the model's preparer) owns
     with caplog.at_level(logging.WARNING, logger="audio_tasks.audio"):
-        warn_if_truncated(16000 * 30, 16000, 30.0, "doc exactly-30s")  # fits the window exactly
-        warn_if_truncated(16000 * 40, 16000, None, "doc no-window")  # no encoder window: nothing to truncate
+        warn_if_truncated(16000 * 30, 16000, 30.0, "doc exactly-30s", warned=run)  # fits the window exactly
+        warn_if_truncated(16000 * 40, 16000, None, "doc no-window", warned=run)  # no window: nothing to truncate
         assert not caplog.records
-        warn_if_truncated(16000 * 30 + 1, 16000, 30.0, "task t, doc 7")
-        warn_if_truncated(16000 * 45, 16000, 30.0, "task t, doc 8")
+        warn_if_truncated(16000 * 30 + 1, 16000, 30.0, "task t, doc 7", warned=run)
+        warn_if_truncated(16000 * 45, 16000, 30.0, "task t, doc 8", warned=run)
     assert len(caplog.records) == 1
     msg = caplog.records[0].getMessage()
     assert "(task t, doc 7)" in msg and "30.0 s" in msg and "window of 30 s" in msg and "truncated" in msg

@@ -246,3 +246,19 @@ def test_stop_after_skips_the_later_blocks(tiny):
     assert not reached and later == []  # the forward was cut after block 2 and the exception swallowed
     assert torch.equal(cap[2], base.hidden_states[2])  # states up to that block are still captured
     assert torch.equal(_run(model).logits, base.logits)
+
+
+def test_nested_hooks_on_one_block_run_innermost_first(tiny):
+    """The documented order: the innermost ``with`` runs first, so an outer ``replace`` wins over an inner
+    ``delta``, and an inner ``replace`` followed by an outer ``delta`` gives replace + delta."""
+    model, spec = tiny
+    g = torch.Generator().manual_seed(3)
+    delta, value = torch.randn(2, 64, generator=g), torch.randn(2, 64, generator=g)
+    with hooks.edit_residual(model, spec, 2, POS, replace=value):
+        with hooks.edit_residual(model, spec, 2, POS, delta=delta):
+            outer_replace = _run(model).hidden_states[2][ROWS, POS]
+    with hooks.edit_residual(model, spec, 2, POS, delta=delta):
+        with hooks.edit_residual(model, spec, 2, POS, replace=value):
+            outer_delta = _run(model).hidden_states[2][ROWS, POS]
+    torch.testing.assert_close(outer_replace, value, rtol=0, atol=1e-6)
+    torch.testing.assert_close(outer_delta, value + delta, rtol=0, atol=1e-5)
