@@ -15,7 +15,6 @@ concern lives in its own module: arguments (:mod:`audio_tasks.model_args`), rank
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM, TemplateLM
 
 from audio_tasks.model_args import MODEL_ARGS, merge_cli_args, parse_model_args
+from audio_tasks.requests import MAX_CACHED_CLIP_BYTES
+from interventions.byte_lru import ByteLRU
 from interventions.loader import load_model as _load_model
 from interventions.loader import reference_model_dir
 
@@ -83,7 +84,7 @@ class AudioLALM(TemplateLM):
         self.tokenizer = self.engine.tokenizer
         self.steer_cfg.validate_against(self.spec.num_layers(self.model), self.spec.num_heads(self.model))
         self.external_chat = False  # lm-eval rendered the chat (apply_chat_template was called)
-        self.clip_cache: OrderedDict[str, np.ndarray] = OrderedDict()  # decoded clips by path (LRU)
+        self.clip_cache: ByteLRU[np.ndarray] = ByteLRU(MAX_CACHED_CLIP_BYTES)  # decoded clips by path (LRU, bytes)
         self.run_record = RunRecord()
         self._preparer = Preparer(self)
         # explicit arguments or calibration=DIR: checked now, before any forward pass
@@ -104,7 +105,9 @@ class AudioLALM(TemplateLM):
 
     @property
     def tokenizer_name(self) -> str:
-        return str(self.pretrained).replace("/", "__")
+        from lm_eval.utils import sanitize_model_name
+
+        return sanitize_model_name(str(self.pretrained))
 
     @property
     def max_length(self) -> int:

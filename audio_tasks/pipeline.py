@@ -33,7 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from audio_tasks.requests import audio_identity, encode_pair, finish_doc, group_requests
+from audio_tasks.requests import MAX_CACHED_CLIP_BYTES, audio_identity, encode_pair, finish_doc, group_requests
+from interventions.byte_lru import ByteLRU
 from interventions.engine import Tokenized, clip_key, expand_placeholders
 
 log = logging.getLogger("lm_eval.audio_lalm")
@@ -111,7 +112,7 @@ def parse_workers(value: Any) -> int:
 
 
 class _LRU:
-    """A small thread-safe LRU dict."""
+    """A small thread-safe LRU of at most ``size`` entries (text caches: prompts, token ids)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -136,6 +137,25 @@ class _LRU:
         return len(self._d)
 
 
+class _ByteCache:
+    """A thread-safe :class:`~interventions.byte_lru.ByteLRU` (decoded clips, bounded by their bytes)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lru: ByteLRU[Any] = ByteLRU(max_bytes)
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            return self._lru.get(key)
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._lru.put(key, value)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
 class Preparer:
     """Turns docs into scoring items for one :class:`~audio_tasks.model.AudioLALM` (thread-safe)."""
 
@@ -146,7 +166,7 @@ class Preparer:
         self.render_cache = _LRU(4096)  # (context, user_prompt, assistant_prefix, n_audio, external) -> prompt
         self.split_cache = _LRU(65536)  # (prompt, continuation) -> continuation token ids
         self.text_ids_cache = _LRU(4096)  # prompt -> tokenizer ids (placeholders unexpanded)
-        self.audio_cache = _LRU(2048)  # content key -> decoded, resampled, windowed clip
+        self.audio_cache = _ByteCache(MAX_CACHED_CLIP_BYTES)  # content key -> decoded, resampled, windowed clip
         self.stats = {"render_misses": 0, "split_misses": 0, "processor_docs": 0, "fast_docs": 0,
                       "audio_decoded": 0}
         self.warned: set[str] = set()  # audio warnings already given (audio_tasks.audio: once per run)

@@ -12,12 +12,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from interventions.byte_lru import ByteLRU
 from interventions.engine import Engine, clip_key
 
 __all__ = ["build_items", "group_requests", "finish_doc", "audio_identity", "load_clips", "render_prompt",
            "encode_pair", "split_continuation", "render_chat_history"]
 
-MAX_CACHED_CLIPS = 2048
+MAX_CACHED_CLIP_BYTES = 1 << 30  # decoded clips kept by path: 1 GiB (about 4.7 h of 16-kHz float32 audio)
 
 
 def audio_identity(aux: dict[str, Any] | None) -> str:
@@ -36,11 +37,12 @@ def audio_identity(aux: dict[str, Any] | None) -> str:
 
 
 def load_clips(engine: Engine, aux: dict[str, Any] | None, where: str,
-               cache: OrderedDict[str, np.ndarray] | None = None, *,
+               cache: ByteLRU[np.ndarray] | None = None, *,
                warned: set[str] | None = None) -> list[np.ndarray]:
     """The request's audio clips at the engine's sampling rate, cut to its audio window.
 
-    ``cache`` (optional, LRU of at most :data:`MAX_CACHED_CLIPS` clips) keeps clips given by path; ``warned``
+    ``cache`` (optional, a :class:`~interventions.byte_lru.ByteLRU`, e.g. of :data:`MAX_CACHED_CLIP_BYTES`) keeps
+    clips given by path; ``warned``
     (optional, owned by the caller) makes the long-clip and short-file warnings once-only
     (:func:`audio_tasks.audio.warn_if_truncated`)."""
     from audio_tasks.audio import load_audio, warn_if_truncated
@@ -54,17 +56,16 @@ def load_clips(engine: Engine, aux: dict[str, Any] | None, where: str,
     window = engine.audio_window_s
     for it in items:
         key = it if isinstance(it, str) and cache is not None else None
-        if key is not None and cache is not None and key in cache:
-            out.append(cache[key])
+        hit = cache.get(key) if key is not None and cache is not None else None
+        if hit is not None:
+            out.append(hit)
             continue
         wav = load_audio(it, engine.sampling_rate, where=where, warned=warned)
         warn_if_truncated(len(wav), engine.sampling_rate, window, where, warned=warned)
         if window:
             wav = wav[: int(window * engine.sampling_rate)]
         if key is not None and cache is not None:
-            cache[key] = wav
-            while len(cache) > MAX_CACHED_CLIPS:
-                cache.popitem(last=False)
+            cache.put(key, wav)
         out.append(wav)
     return out
 
@@ -160,7 +161,7 @@ def finish_doc(g: dict[str, Any], prompt: str, cont_ids: Sequence[Sequence[int]]
     return first_ids
 
 
-def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: OrderedDict[str, np.ndarray] | None = None,
+def build_items(engine: Engine, requests: Sequence[Any], *, clip_cache: ByteLRU[np.ndarray] | None = None,
                 external_chat: bool = False, first_token: str = "in_context", collisions: str = "auto",
                 for_analysis: bool = False, warned: set[str] | None = None) -> list[Any]:
     """Group ``loglikelihood`` requests (lm-eval ``Instance``s) by (task, doc, context, audio) into MCItems.

@@ -1,20 +1,18 @@
-"""A least-recently-used cache of tensors bounded by bytes (the sum of the stored tensors' ``nbytes``)."""
+"""A least-recently-used cache of arrays bounded by bytes (the sum of the stored tensors' / arrays' ``nbytes``)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, Iterator, TypeVar
-
-import torch
+from typing import Any, Generic, Iterator, TypeVar
 
 __all__ = ["ByteLRU", "nbytes"]
 
-V = TypeVar("V", bound=torch.Tensor)
+V = TypeVar("V")  # a torch.Tensor or a numpy array (anything with ``nbytes``)
 
 
-def nbytes(t: torch.Tensor) -> int:
-    """Bytes held by the elements of ``t`` (``numel * element_size``)."""
-    return int(t.numel()) * int(t.element_size())
+def nbytes(t: Any) -> int:
+    """Bytes held by the elements of ``t`` (a tensor's ``numel * element_size``, an array's ``nbytes``)."""
+    return int(t.nbytes)
 
 
 class ByteLRU(Generic[V]):

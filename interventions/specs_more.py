@@ -1,4 +1,4 @@
-"""Specs of the LALM architectures added for issue #15 (listed in ``SPECS_MORE``, which :mod:`interventions.specs` reads).
+"""Specs of the LALM architectures added for issue #15 (listed in ``SPECS_MORE``, read by :mod:`interventions.specs`).
 
 transformers-native: Audio Flamingo 3, Music Flamingo, Qwen3-Omni (MoE thinker), Granite Speech, Phi-4-multimodal
 and Gemma 3n (all run, on tiny models: tests/test_more_archs.py).  What
