@@ -118,7 +118,7 @@ QWEN2_5_OMNI = ArchSpec(
     model_class="Qwen2_5OmniThinkerForConditionalGeneration",
     decoder="model.language_model",  # Qwen2_5OmniThinkerTextModel; lm_head at the top
     # M-RoPE: for audio+text prompts the model's own get_rope_index gives the same sequential
-    # positions in all three rows (tests/test_tiny_models.py checks it).
+    # positions in all three rows (tests/test_tiny.py checks it).
     position_id_rows=3,
     encode_audio=_encode_qwen2_5_omni,
     audio_window_s=30.0,  # the feature extractor keeps at most 30 s (3000 frames)

@@ -1,7 +1,7 @@
 """Specs of the LALM architectures added for issue #15 (listed in ``SPECS_MORE``, read by :mod:`interventions.specs`).
 
 transformers-native: Audio Flamingo 3, Music Flamingo, Qwen3-Omni (MoE thinker), Granite Speech, Phi-4-multimodal
-and Gemma 3n (all run, on tiny models: tests/test_more_archs.py).  What
+and Gemma 3n (all run, on tiny models: tests/test_specs_more.py).  What
 "layer l" means is the same everywhere (docs/CONTRACTS.md): the residual stream after decoder block l of the
 *text* decoder (for Qwen3-Omni: after the block's mixture-of-experts MLP).  Architecture-specific notes sit next
 to each spec; the papers' own remote-code models are in :mod:`interventions.specs_remote`.
@@ -74,7 +74,7 @@ QWEN3_OMNI_MOE = ArchSpec(
     decoder="model.language_model",  # Qwen3OmniMoeThinkerTextModel: MoE blocks (mlp = router + experts)
     # Interleaved M-RoPE: given (B, T) positions the text model builds its 4 rows (text, t, h, w) from
     # them; for audio + text prompts the model's own position ids are that sequence in every row
-    # (tests/test_more_archs.py checks it), so plain positions are exact.
+    # (tests/test_specs_more.py checks it), so plain positions are exact.
     position_id_rows=1,
     encode_audio=_encode_qwen3_omni,
     # The feature extractor pads clips to the longest of a call: clips are encoded one at a time.

@@ -3,7 +3,7 @@
 AudioLens analysed DeSTA2, Qwen-Audio-Chat and Qwen2-Audio; the causal-tracing paper DeSTA2, DeSTA2.5, Qwen-Audio,
 Qwen2-Audio and Voxtral.  The first three load only with their checkpoints' own code, which cannot be run here,
 so these specs are *written from the published code, not run*: loading one stops with ``not_run_reason``.
-What is tested (tests/test_remote_specs.py): every path resolves on a module tree with the published layout,
+What is tested (tests/test_specs_remote.py): every path resolves on a module tree with the published layout,
 and the audio-position rules below give the positions the published code fills with audio.
 
 What "audio positions" means (silence baseline, audio masking, attention-to-audio):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from lm_eval.api.instance import Instance
 
-from tests.test_model_scoring import _reference
+from tests.test_scoring import _reference
 
 REPO = Path(__file__).resolve().parents[1]
 

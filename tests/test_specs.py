@@ -29,7 +29,7 @@ def loaded(tmp_path_factory):
 def _spec_names():
     from interventions.specs import SPECS
 
-    return sorted(n for n, s in SPECS.items() if not s.not_run_reason)  # not-run specs: tests/test_remote_specs.py
+    return sorted(n for n, s in SPECS.items() if not s.not_run_reason)  # not-run specs: tests/test_specs_remote.py
 
 
 def test_every_registered_spec_has_a_tiny_model(loaded):

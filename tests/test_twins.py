@@ -2,7 +2,7 @@
 special-token ids, chat template and processors, with tiny random weights.
 
 The twins go through the same exactness checks as the tiny models (scores = the model's own full forward,
-batched = unbatched, shared prefix = plain; the intervention hand references of tests/test_interventions.py
+batched = unbatched, shared prefix = plain; the intervention hand references of tests/test_steering.py
 are re-run on every twin by overriding its ``tiny_lm`` fixture), plus what only a real vocabulary shows:
 " rooster" is two tokens, SAKURA labels have distinct first tokens, Voxtral tokenizes through
 mistral-common and splits a 45-s clip into two 30-s windows exactly as the real processor does."""
@@ -19,7 +19,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from tests.test_tiny_models import CLIPS, DOCS, MULTI, PROMPTS, SINGLE, SR, _reference, _requests
+from tests.test_tiny import CLIPS, DOCS, MULTI, PROMPTS, SINGLE, SR, _reference, _requests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

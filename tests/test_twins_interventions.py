@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_interventions import (  # noqa: F401 - collected here with this module's tiny_lm
+from tests.test_steering import (  # noqa: F401 - collected here with this module's tiny_lm
     score,
     test_enrich_matches_hand_reference_and_touches_only_target,
     test_head_steering_matches_hand_reference,

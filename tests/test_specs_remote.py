@@ -201,7 +201,7 @@ def test_desta25_positions_split_audio_and_transcription(tok):
 
 def test_gemma3n_spec_resolves_on_the_real_text_model():
     """Gemma 3n's spec resolves on the real Gemma3nTextModel, whose blocks return AltUp's stacked residual
-    streams: the spec names the residual stream among them (run end to end in tests/test_more_archs.py)."""
+    streams: the spec names the residual stream among them (run end to end in tests/test_specs_more.py)."""
     from transformers import Gemma3nTextConfig
     from transformers.models.gemma3n.modeling_gemma3n import Gemma3nTextModel
 

@@ -131,7 +131,7 @@ def test_batched_equals_unbatched(scored, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_one_decoder_pass_per_doc_and_one_encoding_per_clip(get_lm, arch):
     lm = get_lm(arch, 1, fresh=True)
-    lm.share_prefix = "false"  # clip 0 appears under two prompts; shared prefixes: tests/test_prefix_sharing.py
+    lm.share_prefix = "false"  # clip 0 appears under two prompts; shared prefixes: tests/test_prefix_cache.py
     reqs = _requests(SINGLE)
     lm.loglikelihood(reqs)
     assert lm.engine.decoder_calls == len(DOCS)  # all choices of a doc share one pass

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_tiny_models import CLIPS, DOCS, MULTI, SINGLE, SR, _reference, _requests
+from tests.test_tiny import CLIPS, DOCS, MULTI, SINGLE, SR, _reference, _requests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -169,7 +169,7 @@ def test_qwen3_omni_positions_equal_the_models_own(lms):
 
 @pytest.fixture(scope="module")
 def sample_root():
-    from tests.test_analysis_cli import SAMPLE, _sakura_tasks
+    from tests.test_commands import SAMPLE, _sakura_tasks
 
     if not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks():
         pytest.skip("SAKURA sample or the sakura_* lm-eval tasks are not available")
@@ -186,7 +186,7 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
 
     from analysis import runner
     from audio_tasks.tasks import TASKS_DIR
-    from tests.test_analysis_cli import _args
+    from tests.test_commands import _args
 
     res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={tiny_dirs[arch]},batch_size=4",
                           tasks=["sakura_gender"], limit=4, metadata={"data_root": str(sample_root)},
@@ -375,7 +375,7 @@ def test_gemma3n_lm_eval_results_table_lens_and_trace(gemma3n, sample_root, tmp_
 
     from analysis import runner
     from audio_tasks.tasks import TASKS_DIR
-    from tests.test_analysis_cli import _args
+    from tests.test_commands import _args
 
     m = gemma3n["path"]
     res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={m},batch_size=4",
