@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,11 +30,6 @@ def tiny_lm(tiny_qwen2_audio_dir):
     from audio_tasks.model import AudioLALM
 
     return AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size=4)
-
-
-def make_waves(n: int, seed: int = 0, sr: int = 16000) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(0.1 * rng.standard_normal(int(sr * (0.6 + 0.25 * i)))).astype(np.float32) for i in range(n)]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,31 +12,7 @@ from analysis import runner
 from analysis.atomic import read_jsonl
 from analysis.commands.common import parse_metadata
 from analysis.records import RecordStore
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = Path(os.environ.get("SAKURA_SAMPLE_ROOT") or REPO.parent / "shared" / "sakura-sample")
-
-
-
-def _sakura_tasks() -> bool:
-    try:
-        from lm_eval.tasks import TaskManager
-
-        from audio_tasks.tasks import TASKS_DIR
-
-        return "sakura_gender" in TaskManager(include_path=str(TASKS_DIR), include_defaults=False).all_tasks
-    except Exception:
-        return False
-
-
-needs_tasks = pytest.mark.skipif(not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks(),
-                                 reason="SAKURA sample or the sakura_* lm-eval tasks are not available")
-
-
-def _args(cmd, model_dir, out, *extra, limit=6):
-    return [cmd, "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", "sakura_gender",
-            "--metadata", json.dumps({"data_root": str(SAMPLE)}), "--limit", str(limit), "--out", str(out),
-            "--no_progress", *extra]
+from tests.helpers import SAMPLE, analysis_args, needs_tasks, sakura_tasks_available
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -68,19 +43,20 @@ def _interrupted(monkeypatch, argv, after: int):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_qwen2_audio_dir):
     """Uninterrupted lens / trace / heads runs, shared by the tests below."""
-    if not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks():
+    if not (SAMPLE / "data" / "Gender").is_dir() or not sakura_tasks_available():
         pytest.skip("SAKURA sample or the sakura_* lm-eval tasks are not available")
     root = tmp_path_factory.mktemp("analysis_runs")
     m = tiny_qwen2_audio_dir
-    assert runner.main(_args("lens", m, root / "lens", "--batch_size", "4")) == 0
-    assert runner.main(_args("trace", m, root / "trace", "--rows", "32")) == 0
-    assert runner.main(_args("heads", m, root / "heads", "--batch_size", "4", "--K", "3", "--n_random", "3")) == 0
+    assert runner.main(analysis_args("lens", m, root / "lens", "--batch_size", "4")) == 0
+    assert runner.main(analysis_args("trace", m, root / "trace", "--rows", "32")) == 0
+    assert runner.main(analysis_args("heads", m, root / "heads", "--batch_size", "4", "--K", "3",
+                                     "--n_random", "3")) == 0
     return root
 
 
 @needs_tasks
 def test_lens_killed_and_restarted_equals_uninterrupted(runs, tmp_path, monkeypatch, tiny_qwen2_audio_dir):
-    argv = _args("lens", tiny_qwen2_audio_dir, tmp_path / "lens", "--batch_size", "4")
+    argv = analysis_args("lens", tiny_qwen2_audio_dir, tmp_path / "lens", "--batch_size", "4")
     _interrupted(monkeypatch, argv, 3)  # dies inside the first batch of 4
     assert len(read_jsonl(tmp_path / "lens" / "lens_records.jsonl")) == 3
     assert not (tmp_path / "lens" / "lens_summary.json").exists()
@@ -96,7 +72,7 @@ def test_lens_killed_and_restarted_equals_uninterrupted(runs, tmp_path, monkeypa
     assert {"lens_info.csv", "critical.csv", "figures/lens_layers.png", "figures/lens_layers.svg"} <= set(a)
     # a rerun with other settings into the same folder is refused
     with pytest.raises(SystemExit):
-        runner.main(_args("lens", tiny_qwen2_audio_dir, tmp_path / "lens", "--batch_size", "2"))
+        runner.main(analysis_args("lens", tiny_qwen2_audio_dir, tmp_path / "lens", "--batch_size", "2"))
 
 
 @needs_tasks
@@ -108,7 +84,7 @@ def test_trace_truncated_records_resume(runs, tmp_path, tiny_qwen2_audio_dir):
     lines = (src / "trace_records.jsonl").read_bytes().split(b"\n")
     # two complete records and half of the third, as a kill during a write leaves it
     (out / "trace_records.jsonl").write_bytes(b"\n".join(lines[:2]) + b"\n" + lines[2][: len(lines[2]) // 2])
-    assert runner.main(_args("trace", tiny_qwen2_audio_dir, out, "--rows", "32")) == 0
+    assert runner.main(analysis_args("trace", tiny_qwen2_audio_dir, out, "--rows", "32")) == 0
     a, b = _files(src), _files(out)
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), [k for k in a if a[k] != b.get(k)]
     sm = json.loads((src / "trace_summary.json").read_text())["tasks"]["sakura_gender"]
@@ -121,7 +97,7 @@ def test_trace_truncated_records_resume(runs, tmp_path, tiny_qwen2_audio_dir):
 
 @needs_tasks
 def test_heads_killed_and_restarted_equals_uninterrupted(runs, tmp_path, monkeypatch, tiny_qwen2_audio_dir):
-    argv = _args("heads", tiny_qwen2_audio_dir, tmp_path / "heads", "--batch_size", "4", "--K", "3",
+    argv = analysis_args("heads", tiny_qwen2_audio_dir, tmp_path / "heads", "--batch_size", "4", "--K", "3",
                  "--n_random", "3")
     _interrupted(monkeypatch, argv, 8)  # calibration split (6) done, evaluation split cut short inside a batch
     assert runner.main(argv) == 0
@@ -173,8 +149,8 @@ def test_dispatch_and_metadata(capsys):
 @needs_tasks
 def test_calibrate_with_random_controls(tmp_path, monkeypatch, tiny_qwen2_audio_dir):
     out = tmp_path / "cal"
-    argv = _args("calibrate", tiny_qwen2_audio_dir, out, "--kinds", "layer_guided,single_layer", "--random_controls",
-                 "2", "--batch_size", "4")
+    argv = analysis_args("calibrate", tiny_qwen2_audio_dir, out, "--kinds", "layer_guided,single_layer",
+                         "--random_controls", "2", "--batch_size", "4")
     argv[2] += ",K=3"
     assert runner.main(argv) == 0
     art = json.loads((out / "calibration.json").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_waves
+from tests.helpers import make_waves
 
 SR = 16000
 

@@ -12,7 +12,7 @@ import torch
 from interventions.calibrate import collect, sweep_final_layer
 from interventions.scoring import MCItem, score_items
 from interventions.steering import LayerGuided
-from tests.conftest import make_waves
+from tests.helpers import make_waves
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "What is the gender of the speaker in the speech? Possible options: male, female."

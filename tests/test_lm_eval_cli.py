@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from tests.helpers import read_samples
 
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
 
@@ -18,12 +18,6 @@ def _run(args, cwd=None, timeout=400):
     return p.stdout + p.stderr
 
 
-def _samples(out: Path, task: str):
-    files = glob.glob(str(out / "**" / f"samples_{task}_*.jsonl"), recursive=True)
-    assert files, f"no samples for {task} under {out}"
-    return [json.loads(l) for l in open(files[0])]
-
-
 def test_lm_eval_cli_runs_sakura_group_on_real_clips(tiny_qwen2_audio_dir, sakura_sample_root, tmp_path):
     out = _run([sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--model_args",
                 f"pretrained={tiny_qwen2_audio_dir},batch_size=4", "--tasks", "sakura", "--device", "cpu",
@@ -32,7 +26,7 @@ def test_lm_eval_cli_runs_sakura_group_on_real_clips(tiny_qwen2_audio_dir, sakur
     for t in ("sakura_gender", "sakura_language", "sakura_emotion", "sakura_animal"):
         assert t in out
     assert "acc_first_token" in out and "balanced_acc" in out and "acc_label_female" in out
-    s = _samples(tmp_path / "o", "sakura_gender")
+    s = read_samples(tmp_path / "o", "sakura_gender")
     assert len(s) == 6
     args = s[0]["arguments"]
     # the exact rendered prompt is visible in the log
@@ -61,8 +55,8 @@ def test_two_process_gloo_run_merges_to_single_process_result(tiny_qwen2_audio_d
                         *common, "--output_path", str(tmp_path / "two")], capture_output=True, text=True,
                        env=env_ok, timeout=400)
     assert p.returncode == 0, p.stderr[-3000:]
-    one = {d["doc_id"]: d for d in _samples(tmp_path / "one", "sakura_gender")}
-    two = {d["doc_id"]: d for d in _samples(tmp_path / "two", "sakura_gender")}
+    one = {d["doc_id"]: d for d in read_samples(tmp_path / "one", "sakura_gender")}
+    two = {d["doc_id"]: d for d in read_samples(tmp_path / "two", "sakura_gender")}
     assert one.keys() == two.keys() and len(one) == 8
     for k in one:
         a = [float(r[0][0]) for r in one[k]["resps"]]
@@ -86,7 +80,7 @@ def test_calibrate_command_then_steered_lm_eval(tiny_qwen2_audio_dir, sakura_sam
                 f"pretrained={tiny_qwen2_audio_dir},steer=layer_guided,calibration={cal}", "--tasks", "sakura_gender",
                 "--device", "cpu", "--metadata", md_eval, "--output_path", str(tmp_path / "o"), "--log_samples"])
     assert "sakura_gender" in out
-    evaluated = {str(s["doc"]["doc_id"]) for s in _samples(tmp_path / "o", "sakura_gender")}
+    evaluated = {str(s["doc"]["doc_id"]) for s in read_samples(tmp_path / "o", "sakura_gender")}
     assert evaluated and not evaluated & set(art["meta"]["clip_ids"])
     assert len(evaluated) + len(art["meta"]["clip_ids"]) == 36
 

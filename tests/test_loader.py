@@ -6,7 +6,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from tests.conftest import make_waves
+from tests.helpers import make_waves
 
 DOC = {"user_prompt": "What is the gender of the speaker in the speech? Possible options: male, female.",
        "assistant_prefix": "The speaker's gender is"}

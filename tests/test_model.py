@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from lm_eval.api.instance import Instance
 
-from tests.test_scoring import _reference
+from tests.helpers import processor_full_forward
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_collator_orders_batches_and_restores_request_order(tiny_qwen2_audio_dir
     assert len(made) == 1 and sorted(made[0]._reorder_indices) == list(range(5))
     assert made[0]._reorder_indices != list(range(5))
     for r, (ll, greedy) in zip(reqs, res):
-        ref, _, ref_greedy = _reference(lm, r.args[2]["rendered_prompt"], waves[r.doc_id], r.args[1])
+        ref, _, ref_greedy = processor_full_forward(lm, r.args[2]["rendered_prompt"], waves[r.doc_id], r.args[1])
         assert abs(float(ll) - ref) < 1e-4 and greedy == ref_greedy
 
 

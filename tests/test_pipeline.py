@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from lm_eval.api.instance import Instance
 
-from tests.conftest import make_waves
+from tests.helpers import make_waves
 
 DOCS = [{"user_prompt": "What is the gender of the speaker? Options: male, female.",
          "assistant_prefix": "The speaker's gender is"},

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import binomtest
 
 from analysis.results_io import read_run
-from tests.test_leaderboard import N_DOCS, SCENARIOS, real_runs
+from tests.helpers import N_DOCS, SCENARIOS, real_runs
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from tests.conftest import make_waves
+from tests.helpers import make_waves, processor_full_forward
 
 DOC = {"user_prompt": "What is the gender of the speaker in the speech? Possible options: male, female.",
        "assistant_prefix": "The speaker's gender is"}
@@ -25,19 +25,6 @@ def _requests(waves, conts=CONTS, doc=DOC, task="t"):
     return reqs
 
 
-def _reference(lm, prompt, wave, cont):
-    """Sum of continuation log-probs from the full model forward on prompt+continuation."""
-    p = lm.processor
-    full = p(text=[prompt + cont], audio=[wave], sampling_rate=16000, return_tensors="pt")
-    ctx = p(text=[prompt], audio=[wave], sampling_rate=16000, return_tensors="pt")
-    n = ctx["input_ids"].shape[1]
-    with torch.no_grad():
-        lp = torch.log_softmax(lm.model(**full).logits[0].float(), -1)
-    ids = full["input_ids"][0]
-    toks = [lp[k - 1, ids[k]].item() for k in range(n, ids.shape[0])]
-    return sum(toks), toks[0], all(int(lp[k - 1].argmax()) == int(ids[k]) for k in range(n, ids.shape[0]))
-
-
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_scores_match_full_forward_reference(tiny_qwen2_audio_dir, batch_size):
     from audio_tasks.model import AudioLALM
@@ -49,7 +36,7 @@ def test_scores_match_full_forward_reference(tiny_qwen2_audio_dir, batch_size):
     assert len(lm.engine.encode_text(" male voice with many tokens")) > 1  # multi-token path exercised
     for r, (ll, greedy) in zip(reqs, res):
         prompt = r.args[2]["rendered_prompt"]
-        ref, ref_first, ref_greedy = _reference(lm, prompt, waves[r.doc_id], r.args[1])
+        ref, ref_first, ref_greedy = processor_full_forward(lm, prompt, waves[r.doc_id], r.args[1])
         assert abs(float(ll) - ref) < 1e-4
         assert abs(ll.first_token_logprob - ref_first) < 1e-4
         assert greedy == ref_greedy

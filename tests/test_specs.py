@@ -117,7 +117,7 @@ def test_qwen2_audio_encoder_cut_window_equals_the_models_own_audio_embeddings(t
     import numpy as np
 
     from audio_tasks.model import AudioLALM
-    from tests.conftest import make_waves
+    from tests.helpers import make_waves
 
     lm = AudioLALM(pretrained=str(tiny_qwen2_audio_dir), device="cpu", batch_size=1)
     e = lm.engine

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_tiny import CLIPS, DOCS, MULTI, SINGLE, SR, _reference, _requests
+from tests.helpers import CLIPS, DOCS, MULTI, SINGLE, SR, full_forward_reference, tiny_requests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -52,7 +52,7 @@ def lms(tiny_dirs):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_scores_match_full_forward_and_batched_equals_unbatched(lms, arch):
     lm = lms(arch, 2)
-    reqs = _requests(SINGLE + MULTI)
+    reqs = tiny_requests(SINGLE + MULTI)
     res = lm.loglikelihood(reqs)
     ctx_ids, counts = {}, set()
     for r, (ll, greedy) in zip(reqs, res):
@@ -61,12 +61,12 @@ def test_scores_match_full_forward_and_batched_equals_unbatched(lms, arch):
             ctx_ids[r.doc_id] = lm.processor(text=[prompt], audio=[wave], sampling_rate=SR,
                                              return_tensors="pt")["input_ids"][0]
             counts.add(int((ctx_ids[r.doc_id] == lm.engine.audio_token_id).sum()))
-        ref, ref_first, ref_greedy = _reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
+        ref, ref_first, ref_greedy = full_forward_reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
         assert abs(float(ll) - ref) < 1e-4, (arch, r.doc_id, r.args[1], float(ll), ref)
         assert abs(ll.first_token_logprob - ref_first) < 1e-4
         assert greedy == ref_greedy
     assert len(counts) == 2 and min(counts) > 0  # the two clips expand to different audio-token counts
-    one = lms(arch, 1).loglikelihood(_requests(SINGLE + MULTI))
+    one = lms(arch, 1).loglikelihood(tiny_requests(SINGLE + MULTI))
     assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(one, res)) < 1e-4
     assert [a[1] for a in one] == [b[1] for b in res]
 
@@ -169,9 +169,9 @@ def test_qwen3_omni_positions_equal_the_models_own(lms):
 
 @pytest.fixture(scope="module")
 def sample_root():
-    from tests.test_commands import SAMPLE, _sakura_tasks
+    from tests.helpers import SAMPLE, sakura_tasks_available
 
-    if not (SAMPLE / "data" / "Gender").is_dir() or not _sakura_tasks():
+    if not (SAMPLE / "data" / "Gender").is_dir() or not sakura_tasks_available():
         pytest.skip("SAKURA sample or the sakura_* lm-eval tasks are not available")
     return SAMPLE
 
@@ -186,7 +186,7 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
 
     from analysis import runner
     from audio_tasks.tasks import TASKS_DIR
-    from tests.test_commands import _args
+    from tests.helpers import analysis_args
 
     res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={tiny_dirs[arch]},batch_size=4",
                           tasks=["sakura_gender"], limit=4, metadata={"data_root": str(sample_root)},
@@ -199,7 +199,7 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
     assert 0.0 <= acc <= 1.0
     assert res["n-samples"]["sakura_gender"]["effective"] == 4
     m = tiny_dirs[arch]
-    assert runner.main(_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
+    assert runner.main(analysis_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
     assert "sakura_gender" in json.loads((tmp_path / "lens" / "lens_summary.json").read_text())["tasks"]
     recs = [json.loads(x) for x in (tmp_path / "lens" / "lens_records.jsonl").read_text().splitlines()]
     assert len(recs) == 2
@@ -207,9 +207,9 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
         last, masked = np.array(r["logp"]["last"]), np.array(r["logp"]["masked_last"])
         assert last.shape == masked.shape == (3, 2) and np.all(np.isfinite(last))
         assert np.array_equal(last[0], masked[0]) and not np.allclose(last[-1], masked[-1], atol=1e-7)
-    assert runner.main(_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
+    assert runner.main(analysis_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
     assert (tmp_path / "trace" / "trace_summary.json").exists()
-    assert runner.main(_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
+    assert runner.main(analysis_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
                              limit=2)) == 0
 
 
@@ -291,7 +291,7 @@ def _g3n_forward(lm, prompt, wave, *, adds=None, o_proj_adds=None, hidden_states
 def test_gemma3n_scores_match_full_forward_and_batched_equals_unbatched(gemma3n):
     lm = gemma3n[2]
     cfg = lm.model.config
-    reqs = _requests(SINGLE + MULTI)
+    reqs = tiny_requests(SINGLE + MULTI)
     res = lm.loglikelihood(reqs)
     ctx_ids, counts = {}, set()
     for r, (ll, greedy) in zip(reqs, res):
@@ -301,12 +301,12 @@ def test_gemma3n_scores_match_full_forward_and_batched_equals_unbatched(gemma3n)
                                              return_tensors="pt")["input_ids"][0]
             counts.add(int((ctx_ids[r.doc_id] == cfg.audio_token_id).sum()))
             assert int((ctx_ids[r.doc_id] == cfg.eoa_token_id).sum()) == 1  # the end-of-audio id (audio range)
-        ref, ref_first, ref_greedy = _reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
+        ref, ref_first, ref_greedy = full_forward_reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
         assert abs(float(ll) - ref) < 1e-4, (r.doc_id, r.args[1], float(ll), ref)
         assert abs(ll.first_token_logprob - ref_first) < 1e-4
         assert greedy == ref_greedy
     assert counts == {188}  # Gemma 3n: every clip fills the same 188 placeholders
-    one = gemma3n[1].loglikelihood(_requests(SINGLE + MULTI))
+    one = gemma3n[1].loglikelihood(tiny_requests(SINGLE + MULTI))
     assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(one, res)) < 1e-4
     assert [a[1] for a in one] == [b[1] for b in res]
     # The soft-capping is not negligible on this model: the capped logits differ from lm_head's.
@@ -375,7 +375,7 @@ def test_gemma3n_lm_eval_results_table_lens_and_trace(gemma3n, sample_root, tmp_
 
     from analysis import runner
     from audio_tasks.tasks import TASKS_DIR
-    from tests.test_commands import _args
+    from tests.helpers import analysis_args
 
     m = gemma3n["path"]
     res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={m},batch_size=4",
@@ -387,16 +387,16 @@ def test_gemma3n_lm_eval_results_table_lens_and_trace(gemma3n, sample_root, tmp_
     assert "sakura_gender" in table and "acc" in table
     assert 0.0 <= res["results"]["sakura_gender"]["acc,none"] <= 1.0
     assert res["n-samples"]["sakura_gender"]["effective"] == 4
-    assert runner.main(_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
+    assert runner.main(analysis_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
     recs = [json.loads(x) for x in (tmp_path / "lens" / "lens_records.jsonl").read_text().splitlines()]
     assert len(recs) == 2
     for r in recs:  # L + 1 rows; audio masking changes nothing at the embeddings and something at the top
         last, masked = np.array(r["logp"]["last"]), np.array(r["logp"]["masked_last"])
         assert last.shape == masked.shape == (5, 2) and np.all(np.isfinite(last))
         assert np.array_equal(last[0], masked[0]) and not np.allclose(last[-1], masked[-1], atol=1e-7)
-    assert runner.main(_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
+    assert runner.main(analysis_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
     assert (tmp_path / "trace" / "trace_summary.json").exists()
-    assert runner.main(_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
+    assert runner.main(analysis_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
                              limit=2)) == 0
 
 
@@ -454,7 +454,7 @@ def test_gemma3n_sliding_window_scores_head_steering_and_audio_masking(tmp_path)
     assert ctx.shape[0] > 4 * W
     got = score_items(e, items)[0]
     for c, text in enumerate([" male", " female", " male voice with many tokens"]):
-        assert abs(got.loglik[c] - _reference(lm, prompt, w, text, ctx)[0]) < 1e-4
+        assert abs(got.loglik[c] - full_forward_reference(lm, prompt, w, text, ctx)[0]) < 1e-4
     heads, alpha, D = [(1, 1), (2, 0), (3, 3), (4, 2)], 2.0, lm.model.config.text_config.head_dim
     layers = lm.model.model.language_model.layers
     adds: dict = {}

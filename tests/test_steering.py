@@ -8,7 +8,7 @@ import torch
 
 from interventions.scoring import MCItem, score_items
 from interventions.steering import Enrich, HeadSteer, LayerGuided, NoIntervention, layer_weights
-from tests.conftest import make_waves
+from tests.helpers import make_waves
 
 USER = "What is the gender of the speaker in the speech? Possible options: male, female."
 PREFIX = "The speaker's gender is"

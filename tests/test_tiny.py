@@ -8,32 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lm_eval.api.instance import Instance
+
+from tests.helpers import CLIPS, DOCS, MULTI, PROMPTS, SINGLE, SR, full_forward_reference, tiny_requests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 ARCHS = ["qwen2_audio", "voxtral", "qwen2_5_omni"]
-SR = 16000
-PROMPTS = [
-    {"user_prompt": "What is the gender of the speaker in the speech? Possible options: male, female.",
-     "assistant_prefix": "The speaker's gender is"},
-    {"user_prompt": "", "assistant_prefix": "The speaker's gender is"},  # P1: audio only
-]
-SINGLE = [" male", " female"]
-MULTI = [" male voice with many tokens"]
-
-
-def _clips() -> list[np.ndarray]:
-    rng = np.random.default_rng(7)
-    return [(0.1 * rng.standard_normal(int(SR * s))).astype(np.float32) for s in (1.1, 2.45)]
-
-
-CLIPS = _clips()
-# (prompt, clip) per doc: 3 docs, 2 distinct clips, both prompts.
-DOCS = [(0, 0), (0, 1), (1, 0)]
-
-
-
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     from audio_tasks.tiny import build
@@ -67,34 +47,11 @@ def scored(get_lm):
     def get(arch: str, batch_size: int):
         if (arch, batch_size) not in cache:
             lm = get_lm(arch, batch_size)
-            reqs = _requests(SINGLE + MULTI)
+            reqs = tiny_requests(SINGLE + MULTI)
             cache[arch, batch_size] = (lm, reqs, lm.loglikelihood(reqs))
         return cache[arch, batch_size]
 
     return get
-
-
-def _requests(conts: list[str], task: str = "tiny") -> list[Instance]:
-    reqs = []
-    for d, (p, c) in enumerate(DOCS):
-        doc = {**PROMPTS[p], "doc_id": str(d)}
-        aux = {"audio": [{"array": CLIPS[c], "sampling_rate": SR}]}  # shared by the doc's choices, as in lm-eval
-        for j, cont in enumerate(conts):
-            reqs.append(Instance("loglikelihood", doc, ("ctx", cont, aux), j, (task, d, 1)))
-    return reqs
-
-
-def _reference(lm, prompt: str, wave: np.ndarray, cont: str, ctx_ids: torch.Tensor):
-    """Sum / first / greedy of the continuation's log-probs from the model's own full forward."""
-    full = lm.processor(text=[prompt + cont], audio=[wave], sampling_rate=SR, return_tensors="pt")
-    n = ctx_ids.shape[0]
-    ids = full["input_ids"][0]
-    assert torch.equal(ids[:n], ctx_ids), "continuation boundary must not merge tokens"
-    with torch.no_grad():
-        lp = torch.log_softmax(lm.model(**full).logits[0].float(), -1)
-    toks = [lp[k - 1, ids[k]].item() for k in range(n, ids.shape[0])]
-    greedy = all(int(lp[k - 1].argmax()) == int(ids[k]) for k in range(n, ids.shape[0]))
-    return sum(toks), toks[0], greedy
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -111,7 +68,7 @@ def test_scores_match_full_forward_reference(scored, arch):
                                              return_tensors="pt")["input_ids"][0]
             assert int((ctx_ids[r.doc_id] == lm.engine.audio_token_id).sum()) > 0
             counts.add(int((ctx_ids[r.doc_id] == lm.engine.audio_token_id).sum()))
-        ref, ref_first, ref_greedy = _reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
+        ref, ref_first, ref_greedy = full_forward_reference(lm, prompt, wave, r.args[1], ctx_ids[r.doc_id])
         assert abs(float(ll) - ref) < 1e-4, (arch, r.doc_id, r.args[1], float(ll), ref)
         assert abs(ll.first_token_logprob - ref_first) < 1e-4
         assert greedy == ref_greedy
@@ -132,11 +89,11 @@ def test_batched_equals_unbatched(scored, arch):
 def test_one_decoder_pass_per_doc_and_one_encoding_per_clip(get_lm, arch):
     lm = get_lm(arch, 1, fresh=True)
     lm.share_prefix = "false"  # clip 0 appears under two prompts; shared prefixes: tests/test_prefix_cache.py
-    reqs = _requests(SINGLE)
+    reqs = tiny_requests(SINGLE)
     lm.loglikelihood(reqs)
     assert lm.engine.decoder_calls == len(DOCS)  # all choices of a doc share one pass
     assert lm.engine.encoder_calls == len(CLIPS)  # each distinct clip encoded once
-    lm.loglikelihood(_requests(SINGLE))
+    lm.loglikelihood(tiny_requests(SINGLE))
     assert lm.engine.encoder_calls == len(CLIPS)  # cached encodings are reused
 
 

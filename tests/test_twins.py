@@ -19,7 +19,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from tests.test_tiny import CLIPS, DOCS, MULTI, PROMPTS, SINGLE, SR, _reference, _requests
+from tests.helpers import CLIPS, DOCS, MULTI, PROMPTS, SINGLE, SR, full_forward_reference, tiny_requests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -144,7 +144,7 @@ def test_voxtral_45s_clip_is_two_windows_as_the_real_processor(twin_load_dirs):
                    ("long", 0, 1))
     (ll, _), = lm.loglikelihood([req])
     assert req.args[2]["rendered_prompt"] == prompt
-    ref, ref_first, _ = _reference(lm, prompt, wave, " male", ours["input_ids"][0])
+    ref, ref_first, _ = full_forward_reference(lm, prompt, wave, " male", ours["input_ids"][0])
     assert abs(float(ll) - ref) < 1e-4 and abs(ll.first_token_logprob - ref_first) < 1e-4
 
 
@@ -154,7 +154,7 @@ def test_voxtral_45s_clip_is_two_windows_as_the_real_processor(twin_load_dirs):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_twin_scores_match_full_forward_batched_and_shared_prefix(twin_load_dirs, arch):
     lm = twin_lm(twin_load_dirs, arch, 2)
-    reqs = _requests(SINGLE + MULTI)
+    reqs = tiny_requests(SINGLE + MULTI)
     res = lm.loglikelihood(reqs)
     assert all(len(lm.engine.encode_text(c)) == 1 for c in SINGLE)
     assert all(len(lm.engine.encode_text(c)) > 1 for c in MULTI)
@@ -164,13 +164,13 @@ def test_twin_scores_match_full_forward_batched_and_shared_prefix(twin_load_dirs
         if r.doc_id not in ctx:
             ctx[r.doc_id] = lm.processor(text=[prompt], audio=[wave], sampling_rate=SR,
                                          return_tensors="pt")["input_ids"][0]
-        ref, ref_first, ref_greedy = _reference(lm, prompt, wave, r.args[1], ctx[r.doc_id])
+        ref, ref_first, ref_greedy = full_forward_reference(lm, prompt, wave, r.args[1], ctx[r.doc_id])
         assert abs(float(ll) - ref) < 1e-4, (arch, r.doc_id, r.args[1], float(ll), ref)
         assert abs(ll.first_token_logprob - ref_first) < 1e-4
         assert greedy == ref_greedy
-    one = twin_lm(twin_load_dirs, arch, 1).loglikelihood(_requests(SINGLE + MULTI))
+    one = twin_lm(twin_load_dirs, arch, 1).loglikelihood(tiny_requests(SINGLE + MULTI))
     assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(res, one)) < 1e-4
-    shared = twin_lm(twin_load_dirs, arch, 2, share_prefix="true").loglikelihood(_requests(SINGLE + MULTI))
+    shared = twin_lm(twin_load_dirs, arch, 2, share_prefix="true").loglikelihood(tiny_requests(SINGLE + MULTI))
     assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(res, shared)) < 1e-4
 
 
@@ -256,7 +256,7 @@ def test_lm_eval_cli_on_voxtral_twin_tokenizes_with_mistral_common(twin_load_dir
     import subprocess
     import sys
 
-    from tests.test_lm_eval_cli import _samples
+    from tests.helpers import read_samples
 
     md = json.dumps({"data_root": str(sakura_sample_root)})
     p = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "audio_lalm", "--model_args",
@@ -265,7 +265,7 @@ def test_lm_eval_cli_on_voxtral_twin_tokenizes_with_mistral_common(twin_load_dir
                         "--log_samples"], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    s = sorted(_samples(tmp_path / "o", "sakura_gender"), key=lambda r: r["doc_id"])
+    s = sorted(read_samples(tmp_path / "o", "sakura_gender"), key=lambda r: r["doc_id"])
     assert len(s) == 4
     doc = s[0]["doc"]
     args = s[0]["arguments"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.test_lens import setup, test_lens_matches_full_model_hidden_states  # noqa: F401
 from tests.test_steering import (  # noqa: F401 - collected here with this module's tiny_lm
     score,
     test_enrich_matches_hand_reference_and_touches_only_target,
     test_head_steering_matches_hand_reference,
     test_layer_guided_matches_hand_reference,
 )
-from tests.test_lens import setup, test_lens_matches_full_model_hidden_states  # noqa: F401
 from tests.test_tracing import test_patched_runs_match_full_model_reference, traced  # noqa: F401
 from tests.test_twins import ARCHS, twin_dirs, twin_lm, twin_load_dirs  # noqa: F401
 
