@@ -21,8 +21,9 @@ This module is the parser tree: one ``argparse`` parser whose subcommands are re
 ``set_defaults(func=...)``). The model commands share their options and preamble
 (``analysis.commands.common``); the per-item record store and the writers are ``analysis.records``.
 
-Model commands share ``--model_args`` (parsed like lm-eval's and passed to ``audio_tasks.model.AudioLALM``,
-the one model-loading path; default empty = the embedded reference model, as ``lm_eval --model audio_lalm``),
+Model commands share ``--model_args`` (parsed like lm-eval's, checked like ``audio_lalm``'s, loaded through
+``interventions.load_engine`` as ``audio_tasks.loaded.LoadedModel``, with no lm-eval object; default empty = the
+embedded reference model, as ``lm_eval --model audio_lalm``),
 ``--tasks``, ``--metadata``, ``--split``, ``--limit``, ``--batch_size``, ``--out``.
 
 Outputs (every summary JSON has ``meta``: analysis, model, revision, model_args, dtype, tasks, split, seed,

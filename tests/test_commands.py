@@ -162,3 +162,36 @@ def test_calibrate_with_random_controls(tmp_path, monkeypatch, tiny_qwen2_audio_
     assert (out / "figures" / "sweep.png").exists() and (out / "figures" / "sweep.svg").exists()
     assert runner.main(["report", str(out)]) == 0
     assert "## Calibration" in (out / "report.md").read_text()
+
+
+def test_model_commands_load_an_engine_without_an_lm_eval_object(tiny_qwen2_audio_dir, tiny_lm):
+    """``load_lm`` goes through ``interventions.load_engine`` (no lm-eval ``LM``, no accelerate state); its items
+    and scores equal those ``audio_lalm`` builds for the same requests."""
+    import argparse
+
+    import numpy as np
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.model import LM
+
+    from analysis.commands.common import load_lm
+    from audio_tasks.requests import build_items
+    from interventions.engine import Engine
+    from interventions.scoring import score_items
+
+    lm = load_lm(argparse.Namespace(model_args=f"pretrained={tiny_qwen2_audio_dir},first_token=audiolens",
+                                    device="cpu"))
+    assert isinstance(lm.engine, Engine) and not isinstance(lm, LM)
+    assert lm.first_token == "audiolens" and lm.pretrained == str(tiny_qwen2_audio_dir)
+    assert lm.identity == tiny_lm.identity  # the same weights, vocabulary and revision
+    wave = (0.1 * np.random.default_rng(4).standard_normal(16000)).astype(np.float32)
+    doc = {"user_prompt": "What is the gender of the speaker?", "assistant_prefix": "The speaker's gender is"}
+    reqs = [Instance("loglikelihood", doc, ("ctx", c, {"audio": [{"array": wave, "sampling_rate": 16000}]}), j,
+                     ("t", 0, 1)) for j, c in enumerate([" male", " female"])]
+    a = build_items(lm.engine, reqs, **lm.item_options())
+    b = build_items(tiny_lm.engine, reqs, **tiny_lm.item_options())
+    assert [it.continuations for it in a] == [it.continuations for it in b]
+    # first_token=audiolens reached the items: the labels' first sub-tokens tokenized alone
+    assert a[0].first_ids == [lm.engine.encode_text("male")[0], lm.engine.encode_text("female")[0]]
+    assert [it.tok.input_ids.tolist() for it in a] == [it.tok.input_ids.tolist() for it in b]
+    sa, sb = score_items(lm.engine, a), score_items(tiny_lm.engine, b)
+    assert [s.as_results() for s in sa] == [s.as_results() for s in sb]

@@ -153,23 +153,23 @@ def by_task(recs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def load_lm(args, *, calibrating: bool = False):
-    """``AudioLALM`` from ``--model_args`` (the one loading path) plus ``--device``.  ``calibrating``: K, gap,
-    seed and alphas configure the calibration (with ``steer=none`` they are otherwise refused as ignored)."""
+    """The engine and run settings from ``--model_args`` plus ``--device``
+    (:class:`audio_tasks.loaded.LoadedModel`: :func:`interventions.load_engine`, no lm-eval object).
+    ``calibrating``: K, gap, seed and alphas configure the calibration (with ``steer=none`` they are otherwise
+    refused as ignored)."""
     from lm_eval.utils import simple_parse_args_string
 
-    from audio_tasks.model import AudioLALM
+    from audio_tasks.loaded import LoadedModel
     from interventions.config import CALIBRATION_ARGS, SteerConfig
 
     kw = simple_parse_args_string(args.model_args or "")
     if getattr(args, "device", None) and "device" not in kw:
         kw["device"] = args.device
     if not calibrating or str(kw.get("steer", "none") or "none").strip().lower() != "none":
-        return AudioLALM(**kw)
+        return LoadedModel.from_model_args(kw)
     cal = {k: kw.pop(k) for k in CALIBRATION_ARGS if k in kw}
     cfg = SteerConfig.from_kwargs(cal, calibrating=True)  # parsed (named errors) before the model loads
-    lm = AudioLALM(**kw)
-    lm.steer_cfg = cfg
-    return lm
+    return LoadedModel.from_model_args(kw, steer_cfg=cfg)
 
 
 def load_items(lm, tasks: Sequence[str], split: str | None, metadata: dict[str, Any], limit: int | None):
