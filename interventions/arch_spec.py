@@ -79,8 +79,6 @@ class ArchSpec:
     # A minimal prompt holding one audio placeholder, used to get one clip's features and placeholder count;
     # None: the model's chat template rendered with one audio item and no text.
     audio_prompt: str | None = None
-    # Deprecated (untyped): only the keys of the typed fields above are accepted; they fill those fields, and the
-    # typed values are mirrored here for code that still reads ``extra[...]``.  Read the typed fields.
     # Remote-code models whose audio positions cannot be read from placeholder tokens: a rule
     # ``(input_ids, config) -> bool mask`` written from the published code, and the names of the config
     # attributes it reads (role -> attribute name, e.g. {"prompt_size": "prompt_size"}).
@@ -107,6 +105,9 @@ class ArchSpec:
     # Sub-configs (e.g. "vision_config") whose tower the loader builds as an empty stand-in: audio-only use never
     # runs it, and its weights are not read (Gemma 3n's vision tower would need timm).
     stub_sub_configs: tuple[str, ...] = ()
+    # Deprecated (untyped): only the keys of the typed fields ``audio_window_s`` / ``audio_prompt`` are accepted; they
+    # fill those fields, and the typed values are mirrored here for code that still reads ``extra[...]``.  No spec
+    # sets it; read the typed fields.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

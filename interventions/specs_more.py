@@ -30,7 +30,7 @@ AUDIO_FLAMINGO3 = ArchSpec(
     encode_audio=_encode_af3,
     # The processor cuts clips into 30-s windows (one feature row each); the engine gives each clip one
     # row, so clips are cut at 30 s.
-    extra={"audio_window_s": 30.0},
+    audio_window_s=30.0,
     # Its processor routes a text ``padding=`` to the feature extractor too: prepare one doc per call.
     encode_per_clip=True,
 )
@@ -55,7 +55,7 @@ MUSIC_FLAMINGO = ArchSpec(
     encode_audio=_encode_music_flamingo,
     encode_per_clip=True,
     # Audio positions are the <sound> runs; the sound_bos / sound_eos tokens around them are text.
-    extra={"audio_window_s": 30.0},
+    audio_window_s=30.0,
 )
 
 
@@ -79,7 +79,7 @@ QWEN3_OMNI_MOE = ArchSpec(
     encode_audio=_encode_qwen3_omni,
     # The feature extractor pads clips to the longest of a call: clips are encoded one at a time.
     encode_per_clip=True,
-    extra={"audio_window_s": 300.0},
+    audio_window_s=300.0,
 )
 
 

@@ -167,12 +167,10 @@ def test_generate_until_greedy_matches_hf_generate(tiny_lm):
 
 def test_long_clip_is_truncated_with_a_single_warning(caplog):
     """The embedded reference model's encoder window is 2 s: a 3-s clip is cut, and said so once."""
-    import audio_tasks.audio as audio_mod
     from audio_tasks.model import AudioLALM
 
     lm = AudioLALM(device="cpu")
     assert lm.engine.audio_window_s == 2.0
-    audio_mod._warned_long = False
     w = make_waves(1)[0]
     long = np.concatenate([w, w, w, w, w])[: 3 * 16000]
     reqs = [Instance("loglikelihood", dict(DOC), ("c", " male", {"audio": [{"array": long, "sampling_rate": 16000}]}),

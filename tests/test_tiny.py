@@ -1,4 +1,5 @@
-"""Every supported architecture end to end on its tiny offline model (qwen2_audio, voxtral, qwen2_5_omni):
+"""The three original architectures end to end on their tiny offline models (qwen2_audio, voxtral, qwen2_5_omni;
+the others: tests/test_specs_more.py):
 ``audio_lalm`` scores equal an independent reference from the model's own full forward, batching does not
 change scores, one decoder pass per doc, one audio-encoder run per distinct clip; plus the architecture
 facts the specs rely on (Voxtral's 375 tokens per 30-s window, Qwen2.5-Omni's M-RoPE positions)."""
