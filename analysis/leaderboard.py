@@ -52,7 +52,8 @@ from .results_io import ResultsError, Run, pair_docs, read_many
 from .stats import holm, mcnemar_exact, wilson_ci
 from .tables import markdown_table
 
-__all__ = ["Cell", "Column", "Leaderboard", "Row", "add_arguments", "build_leaderboard", "main", "write_leaderboard"]
+__all__ = ["Cell", "Column", "Leaderboard", "Row", "add_arguments", "build_leaderboard", "main", "register",
+           "write_leaderboard"]
 
 _FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[str, ...], str], ...] = (
     ("sakura", re.compile(r"^sakura_(gender|language|emotion|animal)((?:_\w+)?)$"),
@@ -462,3 +463,12 @@ if __name__ == "__main__":  # pragma: no cover
     _p_ = argparse.ArgumentParser(prog="python -m analysis.leaderboard", description=(__doc__ or "").split("\n")[0])
     add_arguments(_p_)
     sys.exit(main(_p_.parse_args()))
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``leaderboard`` command of ``python -m analysis`` to ``sub``."""
+    s = sub.add_parser("leaderboard", help="leaderboard of lm-eval runs",
+                       description=(__doc__ or "").split("\n")[0])
+    add_arguments(s)
+    s.set_defaults(func=main)
+    return s

@@ -25,7 +25,7 @@ from typing import Any
 from .atomic import atomic_write_json, atomic_write_text
 from .results_io import ResultsError, iter_jsonl, read_run
 
-__all__ = ["add_arguments", "breakdown", "format_breakdown", "main"]
+__all__ = ["register", "add_arguments", "breakdown", "format_breakdown", "main"]
 
 _DOMAIN = re.compile(r"^mmau_(sound|music|speech)(_\w+)?$")
 FACETS = ("domain", "difficulty", "category", "sub_category")
@@ -105,3 +105,12 @@ def main(args: argparse.Namespace) -> int:
                     for k, v in groups.items())
         atomic_write_text(args.csv, buf.getvalue())
     return 0
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``mmau`` command of ``python -m analysis`` to ``sub``."""
+    s = sub.add_parser("mmau", help="MMAU breakdown by domain, difficulty, category, sub-category (from samples)",
+                       description=(__doc__ or "").split("\n")[0])
+    add_arguments(s)
+    s.set_defaults(func=main)
+    return s

@@ -45,7 +45,7 @@ from .atomic import atomic_write_bytes, atomic_write_json
 from .results_io import ResultsError, Run, pair_docs, read_run
 from .stats import bootstrap_diff_ci, holm, mcnemar_exact
 
-__all__ = [
+__all__ = ["register", "register_compare",
     "DEFAULT_TOLERANCE",
     "RegressReport",
     "TaskDiff",
@@ -307,3 +307,21 @@ def _cli(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - the le
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(_cli())
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``regress`` command of ``python -m analysis`` to ``sub``."""
+    s = sub.add_parser("regress", help="regression gate between two runs",
+                       description=(__doc__ or "").split("\n")[0])
+    add_arguments(s)
+    s.set_defaults(func=main)
+    return s
+
+
+def register_compare(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``compare`` command of ``python -m analysis`` to ``sub``."""
+    s = sub.add_parser("compare", help="paired comparison of two lm-eval --log_samples runs (McNemar, bootstrap)",
+                       description=(__doc__ or "").split("\n")[0])
+    add_compare_arguments(s)
+    s.set_defaults(func=compare_main)
+    return s

@@ -59,8 +59,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from analysis import demo
-from analysis.commands import calibrate, critical, heads, leaderboard, lens, mmau, regress, report, trace
+from analysis import demo, leaderboard, mmau_breakdown, regress
+from analysis.commands import calibrate, critical, heads, lens, report, trace
 from analysis.commands.common import Register, build_tree, run_parsed
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -68,7 +68,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 # The commands in the order of ``python -m analysis --help``.
 COMMANDS: tuple[Register, ...] = (lens.register, trace.register, heads.register, calibrate.register,
                                   critical.register, report.register, regress.register_compare, leaderboard.register,
-                                  regress.register, mmau.register, demo.register)
+                                  regress.register, mmau_breakdown.register, demo.register)
 
 
 def build_parser():
