@@ -10,12 +10,10 @@ offers what :func:`audio_tasks.items.task_items` and :mod:`audio_tasks.calibrati
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from audio_tasks.requests import MAX_CACHED_CLIP_BYTES
 from interventions.byte_lru import ByteLRU
@@ -23,8 +21,6 @@ from interventions.config import SteerConfig
 from interventions.engine import Engine
 
 __all__ = ["LoadedModel"]
-
-log = logging.getLogger("audio_tasks.loaded")
 
 
 @dataclass
@@ -48,6 +44,7 @@ class LoadedModel:
         """Check ``kwargs`` (``audio_lalm``'s model arguments), then load the engine.  ``steer_cfg``: replaces the
         intervention settings parsed from ``kwargs`` (calibration runs parse theirs with ``calibrating=True``)."""
         from audio_tasks.model_args import parse_model_args
+        from audio_tasks.placement import single_device
         from audio_tasks.processors import import_fixtures
         from audio_tasks.reference import model_name
         from interventions.loader import load_engine, reference_model_dir
@@ -57,10 +54,7 @@ class LoadedModel:
         opts = parse_model_args(kw)  # every argument checked before anything expensive
         pretrained = str(given) if given else str(reference_model_dir())
         import_fixtures(pretrained)  # offline tiny processors, when a tiny checkpoint names them
-        device = opts.device
-        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
-            log.warning("device=%s requested but CUDA is not available; using cpu", device)
-            device = "cpu"
+        device = single_device(opts.device, asked=opts.device_asked)  # no accelerate state: one process
         engine = load_engine(given or None, revision=opts.revision, device=device,
                              trust_remote_code=opts.trust_remote_code, **opts.load_kwargs)
         cfg = steer_cfg if steer_cfg is not None else opts.steer
