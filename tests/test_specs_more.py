@@ -176,10 +176,9 @@ def sample_root():
     return SAMPLE
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tmp_path, capsys):
+def _lm_eval_table_and_analyses(m, sample_root, tmp_path, n_layers: int) -> None:
     """lm-eval (its Python API, in this process) scores sakura_gender --limit 4 and prints the results table;
-    ``python -m analysis lens`` (with audio masking), ``trace`` and ``heads`` run on the same model."""
+    ``python -m analysis lens`` (with audio masking, ``n_layers`` + 1 rows), ``trace`` and ``heads`` run."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
@@ -188,7 +187,7 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
     from audio_tasks.tasks import TASKS_DIR
     from tests.helpers import analysis_args
 
-    res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={tiny_dirs[arch]},batch_size=4",
+    res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={m},batch_size=4",
                           tasks=["sakura_gender"], limit=4, metadata={"data_root": str(sample_root)},
                           task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
                                                    metadata={"data_root": str(sample_root)}))
@@ -198,19 +197,25 @@ def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tm
     acc = res["results"]["sakura_gender"]["acc,none"]
     assert 0.0 <= acc <= 1.0
     assert res["n-samples"]["sakura_gender"]["effective"] == 4
-    m = tiny_dirs[arch]
     assert runner.main(analysis_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
     assert "sakura_gender" in json.loads((tmp_path / "lens" / "lens_summary.json").read_text())["tasks"]
     recs = [json.loads(x) for x in (tmp_path / "lens" / "lens_records.jsonl").read_text().splitlines()]
     assert len(recs) == 2
     for r in recs:  # L + 1 rows; audio masking changes nothing at the embeddings and something at the top
         last, masked = np.array(r["logp"]["last"]), np.array(r["logp"]["masked_last"])
-        assert last.shape == masked.shape == (3, 2) and np.all(np.isfinite(last))
+        assert last.shape == masked.shape == (n_layers + 1, 2) and np.all(np.isfinite(last))
         assert np.array_equal(last[0], masked[0]) and not np.allclose(last[-1], masked[-1], atol=1e-7)
     assert runner.main(analysis_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
     assert (tmp_path / "trace" / "trace_summary.json").exists()
     assert runner.main(analysis_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
-                             limit=2)) == 0
+                                     limit=2)) == 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lm_eval_results_table_and_analyses_run(tiny_dirs, sample_root, arch, tmp_path, capsys):
+    """lm-eval prints the results table; ``python -m analysis lens`` (with audio masking), ``trace`` and ``heads``
+    run on the same model (2 layers)."""
+    _lm_eval_table_and_analyses(tiny_dirs[arch], sample_root, tmp_path, n_layers=2)
 
 
 def test_tiny_cli_and_fresh_process_loading(tiny_dirs, tmp_path):
@@ -368,36 +373,8 @@ def test_gemma3n_interventions_match_hand_references(gemma3n):
 
 def test_gemma3n_lm_eval_results_table_lens_and_trace(gemma3n, sample_root, tmp_path):
     """lm-eval scores sakura_gender --limit 4 and prints the results table; ``python -m analysis lens`` (with audio
-    masking) runs and its last row is the model's own log-probs; ``trace`` and ``heads`` run."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-    from lm_eval.utils import make_table
-
-    from analysis import runner
-    from audio_tasks.tasks import TASKS_DIR
-    from tests.helpers import analysis_args
-
-    m = gemma3n["path"]
-    res = simple_evaluate(model="audio_lalm", model_args=f"pretrained={m},batch_size=4",
-                          tasks=["sakura_gender"], limit=4, metadata={"data_root": str(sample_root)},
-                          task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
-                                                   metadata={"data_root": str(sample_root)}))
-    table = make_table(res)
-    print(table)
-    assert "sakura_gender" in table and "acc" in table
-    assert 0.0 <= res["results"]["sakura_gender"]["acc,none"] <= 1.0
-    assert res["n-samples"]["sakura_gender"]["effective"] == 4
-    assert runner.main(analysis_args("lens", m, tmp_path / "lens", "--batch_size", "4", limit=2)) == 0
-    recs = [json.loads(x) for x in (tmp_path / "lens" / "lens_records.jsonl").read_text().splitlines()]
-    assert len(recs) == 2
-    for r in recs:  # L + 1 rows; audio masking changes nothing at the embeddings and something at the top
-        last, masked = np.array(r["logp"]["last"]), np.array(r["logp"]["masked_last"])
-        assert last.shape == masked.shape == (5, 2) and np.all(np.isfinite(last))
-        assert np.array_equal(last[0], masked[0]) and not np.allclose(last[-1], masked[-1], atol=1e-7)
-    assert runner.main(analysis_args("trace", m, tmp_path / "trace", "--rows", "8", limit=2)) == 0
-    assert (tmp_path / "trace" / "trace_summary.json").exists()
-    assert runner.main(analysis_args("heads", m, tmp_path / "heads", "--batch_size", "4", "--K", "2", "--n_random", "2",
-                             limit=2)) == 0
+    masking, 5 rows: 4 blocks), ``trace`` and ``heads`` run."""
+    _lm_eval_table_and_analyses(gemma3n["path"], sample_root, tmp_path, n_layers=4)
 
 
 def test_gemma3n_lens_is_the_models_readout_of_every_layer(gemma3n):
